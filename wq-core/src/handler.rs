@@ -1,0 +1,158 @@
+//! The [`Handler`] trait a worker runs for each job, and what it may return.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{Job, JobId};
+use crate::transport::MessageId;
+
+/// Why an attempt failed, and so what happens next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Try again after `after`, or after the queue's backoff; spends an attempt.
+    #[error("{reason}")]
+    Retryable {
+        /// What went wrong.
+        reason: String,
+        /// A wait chosen by the handler instead of the queue's backoff.
+        after: Option<Duration>,
+    },
+    /// The other side is throttling: run again after `retry_after` without
+    /// spending an attempt.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// The bridge is not connected: wait without spending an attempt.
+    #[error("disconnected: {reason}")]
+    Disconnected {
+        /// What the bridge said.
+        reason: String,
+    },
+    /// Will never succeed (invalid number, bad payload): straight to dead.
+    #[error("{reason}")]
+    Permanent {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl JobError {
+    /// A failure worth retrying with the queue's backoff.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        JobError::Retryable {
+            reason: reason.into(),
+            after: None,
+        }
+    }
+
+    /// A failure worth retrying after `after`.
+    pub fn retry_after(reason: impl Into<String>, after: Duration) -> Self {
+        JobError::Retryable {
+            reason: reason.into(),
+            after: Some(after),
+        }
+    }
+
+    /// A failure that retrying cannot fix.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        JobError::Permanent {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a handler gets: the job, and a way to learn that it should stop.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    job: Job,
+    cancel: CancellationToken,
+}
+
+impl JobContext {
+    /// A context for `job`; `cancel` fires when the handler should stop.
+    pub fn new(job: Job, cancel: CancellationToken) -> Self {
+        Self { job, cancel }
+    }
+
+    /// The job as claimed.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// The job's stable id.
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+
+    /// The attempt now running (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.job.attempt
+    }
+
+    /// The WhatsApp message id pre-assigned to this job: the same on every
+    /// attempt, so a bridge can drop a resend after a lost acknowledgement.
+    pub fn message_id(&self) -> MessageId {
+        MessageId::for_job(self.job.id)
+    }
+
+    /// Decodes the payload; a payload that does not decode is a permanent
+    /// failure (retrying cannot fix it).
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
+        self.job
+            .payload
+            .decode()
+            .map_err(|e| JobError::permanent(format!("payload does not decode: {e}")))
+    }
+
+    /// Whether the handler has been asked to stop (lease lost, job
+    /// cancelled, worker shutting down).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the handler is asked to stop.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+}
+
+/// Runs one job. Implemented for every `Fn(JobContext) -> impl Future`.
+///
+/// Handlers run at least once per job: a worker that dies mid-run loses its
+/// lease and the job runs again, so effects should be idempotent or keyed by
+/// [`JobContext::message_id`].
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one attempt of a job.
+    fn handle(&self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    fn handle(&self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send {
+        self(ctx)
+    }
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// A handler behind a pointer, so one worker can serve queues with
+/// different handler types.
+pub(crate) trait DynHandler: Send + Sync + 'static {
+    fn call(self: Arc<Self>, ctx: JobContext) -> HandlerFuture;
+}
+
+impl<H: Handler> DynHandler for H {
+    fn call(self: Arc<Self>, ctx: JobContext) -> HandlerFuture {
+        Box::pin(async move { self.handle(ctx).await })
+    }
+}

@@ -1,0 +1,100 @@
+//! # wq-core
+//!
+//! The core of wq, a durable message queue for WhatsApp bots and APIs: the
+//! job model, the four traits every backend implements ([`Store`], [`Lock`],
+//! [`Scheduler`]) or every bridge implements ([`Transport`]), the [`Client`]
+//! that enqueues and operates, and the [`Worker`] engine that runs handlers.
+//!
+//! The engine knows nothing about SQL or Redis: backends live in their own
+//! crates (`wq-memory`, and later `wq-postgres`, `wq-redis`) and are chosen
+//! through the `wq` facade's features.
+//!
+//! ## Guarantees
+//!
+//! Every backend proves these with `wq-testkit`: durable enqueue, no loss,
+//! per-group FIFO with one job in flight per group, idempotent enqueue,
+//! stable ids for exactly-once effects, parallelism across groups, retries
+//! with backoff and a dead-letter queue, delays and time chaining,
+//! priorities, and the operations around them.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use wq_core::{Client, Enqueue, JobContext, JobError, QueueConfig, Worker};
+//! use wq_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), wq_core::Error> {
+//! let store = MemoryStore::new();
+//! let client = Client::new(store.clone());
+//! client.declare_queue(QueueConfig::new("message")).await?;
+//!
+//! // Two messages to one contact: they run in this order, never at once.
+//! for text in ["Olá!", "Seu pedido saiu para entrega."] {
+//!     client
+//!         .enqueue(Enqueue::new("message", &text).group("inst-1:5511999998888"))
+//!         .await?;
+//! }
+//!
+//! let worker = Worker::new(store)
+//!     .handle("message", |job: JobContext| async move {
+//!         let text: String = job.payload()?;
+//!         println!("send {text:?} as {}", job.message_id());
+//!         Ok::<(), JobError>(())
+//!     })
+//!     .start()
+//!     .await?;
+//! # while client.counts("message").await?.completed < 2 {
+//! #     tokio::time::sleep(Duration::from_millis(5)).await;
+//! # }
+//! worker.shutdown(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod client;
+mod error;
+mod handler;
+mod job;
+mod lock;
+mod name;
+mod queue;
+mod repeat;
+pub mod retry;
+mod scheduler;
+mod store;
+mod time;
+pub mod transport;
+pub mod validate;
+pub mod worker;
+
+pub use client::{Client, Enqueue};
+pub use error::{BoxError, Error, StoreError, ValidationError};
+pub use handler::{Handler, JobContext, JobError};
+pub use job::{Job, JobId, JobState, Lease, NewJob, Payload, RunAt, UnknownState};
+pub use lock::{Lock, LockLease};
+pub use name::{GroupKey, QueueName};
+pub use queue::{OnDead, QueueConfig, QueueInfo, Retention};
+pub use repeat::Repeat;
+pub use retry::RetryPolicy;
+pub use scheduler::{Scheduler, WakeSender, WakeSignal, Wakeups, chained_run_at};
+pub use store::{
+    Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
+    ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, Store,
+};
+pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
+pub use transport::{
+    ConnectionState, Content, Jid, MessageId, OutboundMessage, SendReceipt, Transport,
+    TransportError, TransportHandler,
+};
+pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
+
+/// Everything a worker needs from a backend: jobs, locks and time.
+pub trait Backend: Store + Lock + Scheduler + Clone {}
+
+impl<T: Store + Lock + Scheduler + Clone> Backend for T {}

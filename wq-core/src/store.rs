@@ -1,0 +1,468 @@
+//! The [`Store`] trait: jobs and their states.
+//!
+//! Every call that changes a job takes `now` from the caller; the fencing
+//! token travels with every acknowledgement and lease extension, so a worker
+//! whose lease has lapsed can change nothing.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::job::{Job, JobId, JobState, NewJob};
+use crate::name::{GroupKey, QueueName};
+use crate::queue::{QueueConfig, QueueInfo};
+use crate::time::Timestamp;
+
+/// A request to claim up to `limit` jobs of one queue in one round trip.
+///
+/// A backend hands out only jobs that are due, head their group (the lowest
+/// sequence not yet terminal), belong to a group with nothing running, and
+/// sit in an unpaused queue; among those, lower priority first, then earlier
+/// `run_at`, then enqueue order. It picks one head per group *before* it
+/// applies the limit, so a blocked group never starves the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The queue to claim from.
+    pub queue: QueueName,
+    /// Most jobs to hand out.
+    pub limit: usize,
+    /// The caller's time.
+    pub now: Timestamp,
+    /// When the new leases lapse unless extended.
+    pub lease_until: Timestamp,
+    /// The claiming worker's id.
+    pub worker: Arc<str>,
+}
+
+impl ClaimRequest {
+    /// A claim of up to `limit` jobs of `queue` at `now`, leased until `lease_until`.
+    pub fn new(
+        queue: impl Into<QueueName>,
+        limit: usize,
+        now: Timestamp,
+        lease_until: Timestamp,
+        worker: impl Into<Arc<str>>,
+    ) -> Self {
+        Self {
+            queue: queue.into(),
+            limit,
+            now,
+            lease_until,
+            worker: worker.into(),
+        }
+    }
+}
+
+/// What to do with a running job, decided by the worker that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckAction {
+    /// The handler succeeded: `completed`.
+    Complete,
+    /// The attempt failed; run again at `run_at` (the attempt is spent).
+    /// A job with no attempts left is dead instead.
+    Retry {
+        /// When to run again.
+        run_at: Timestamp,
+        /// The failure, kept as `last_error`.
+        error: String,
+    },
+    /// Run again at `run_at` without spending the attempt (bridge
+    /// disconnected, rate limited).
+    Defer {
+        /// When to run again.
+        run_at: Timestamp,
+        /// Why, kept as `last_error`.
+        reason: String,
+    },
+    /// Failed for good: `dead`.
+    Kill {
+        /// The failure, kept as `last_error`.
+        error: String,
+    },
+    /// Give the job back untouched (graceful shutdown): available at once,
+    /// no attempt spent.
+    Release,
+}
+
+/// One acknowledgement of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The job.
+    pub id: JobId,
+    /// The fencing token of the lease the worker holds.
+    pub token: u64,
+    /// What to do.
+    pub action: AckAction,
+}
+
+impl Ack {
+    /// An acknowledgement of a claimed `job` under the lease it carries;
+    /// `None` if it carries none.
+    pub fn for_job(job: &Job, action: AckAction) -> Option<Ack> {
+        job.lease.as_ref().map(|l| Ack {
+            id: job.id,
+            token: l.token,
+            action,
+        })
+    }
+}
+
+/// What became of one acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Applied; the job is now in this state. A job whose cancellation was
+    /// requested ends `cancelled` unless the action was `Complete`.
+    Applied(JobState),
+    /// Refused: the job is not running under this token, or the lease has
+    /// lapsed. Nothing changed.
+    Stale,
+    /// No such job.
+    NotFound,
+}
+
+/// The result of [`Store::ack_and_claim`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AckedAndClaimed {
+    /// One outcome per acknowledgement, in order.
+    pub acks: Vec<AckOutcome>,
+    /// The jobs claimed.
+    pub jobs: Vec<Job>,
+}
+
+/// A lease to extend: a job and the token its holder got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRef {
+    /// The job.
+    pub id: JobId,
+    /// The holder's fencing token.
+    pub token: u64,
+}
+
+/// What became of one lease extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    /// Extended.
+    Extended,
+    /// Extended, but an operator asked to cancel the job: stop the handler.
+    CancelRequested,
+    /// Refused: the lease lapsed or another worker holds the job now.
+    Lost,
+}
+
+/// The result of one enqueue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enqueued {
+    /// The stored job (the existing one when the idempotency key was known).
+    pub job: Job,
+    /// False when an existing job was returned and nothing was stored.
+    pub created: bool,
+}
+
+/// Jobs of one queue by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Waiting for `run_at`.
+    pub scheduled: u64,
+    /// Due.
+    pub available: u64,
+    /// Leased.
+    pub running: u64,
+    /// Completed (and still retained).
+    pub completed: u64,
+    /// Dead (and still retained).
+    pub dead: u64,
+    /// Cancelled (and still retained).
+    pub cancelled: u64,
+}
+
+impl Counts {
+    /// The count of one state.
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Scheduled => self.scheduled,
+            JobState::Available => self.available,
+            JobState::Running => self.running,
+            JobState::Completed => self.completed,
+            JobState::Dead => self.dead,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// A mutable reference to the count of one state.
+    pub fn get_mut(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Available => &mut self.available,
+            JobState::Running => &mut self.running,
+            JobState::Completed => &mut self.completed,
+            JobState::Dead => &mut self.dead,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// All jobs counted.
+    pub fn total(&self) -> u64 {
+        JobState::ALL.into_iter().map(|s| self.get(s)).sum()
+    }
+
+    /// Jobs not yet terminal.
+    pub fn pending(&self) -> u64 {
+        self.scheduled + self.available + self.running
+    }
+}
+
+/// Where a waiting job stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Unfinished jobs of its group that must finish before it can start,
+    /// the running one included (0: it heads the group); `None` for a job
+    /// without a group.
+    pub in_group: Option<u64>,
+    /// Waiting jobs of its queue that start before it: ordered earlier by
+    /// priority, `run_at` and enqueue order. Group order can only hold it
+    /// back further.
+    pub in_queue: u64,
+}
+
+/// A filter for [`Store::list`]; results come in id order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only this queue.
+    pub queue: Option<QueueName>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this group.
+    pub group: Option<GroupKey>,
+    /// Only ids after this one (the cursor of the next page).
+    pub after: Option<JobId>,
+    /// Most jobs returned.
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Up to 100 jobs of any queue.
+    pub fn new() -> Self {
+        Self {
+            queue: None,
+            state: None,
+            group: None,
+            after: None,
+            limit: 100,
+        }
+    }
+
+    /// Only `queue`.
+    pub fn queue(mut self, queue: impl Into<QueueName>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Only jobs in `state`.
+    pub fn state(mut self, state: JobState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only jobs of `group`.
+    pub fn group(mut self, group: impl Into<GroupKey>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Only jobs after `id`.
+    pub fn after(mut self, id: JobId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
+    /// At most `limit` jobs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `job` passes the filter (the cursor and limit aside).
+    pub fn matches(&self, job: &Job) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self.state.is_none_or(|s| s == job.state)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| job.group.as_ref() == Some(g))
+    }
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which dead jobs an operation applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadJobs {
+    /// Every dead job of the queue.
+    All(QueueName),
+    /// These jobs; ids that are not dead are skipped.
+    Ids(Vec<JobId>),
+}
+
+/// What a rescue of lapsed leases did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Jobs made available again.
+    pub retried: u64,
+    /// Jobs that had no attempts left and are dead.
+    pub dead: u64,
+    /// Jobs whose cancellation had been requested, now cancelled.
+    pub cancelled: u64,
+}
+
+impl RescueReport {
+    /// Jobs rescued in all.
+    pub fn total(&self) -> u64 {
+        self.retried + self.dead + self.cancelled
+    }
+}
+
+/// Jobs and their states: what every backend implements.
+///
+/// What must be atomic is atomic inside one call: enqueue with its sequence,
+/// chained `run_at` and idempotency check; claim with its leases; each
+/// acknowledgement with its fencing check.
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates a queue's settings (its pause state is kept).
+    fn declare_queue(
+        &self,
+        config: &QueueConfig,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A queue's settings and state.
+    fn queue_info(
+        &self,
+        queue: &QueueName,
+    ) -> impl Future<Output = Result<Option<QueueInfo>, StoreError>> + Send;
+
+    /// Every declared queue, by name.
+    fn list_queues(&self) -> impl Future<Output = Result<Vec<QueueInfo>, StoreError>> + Send;
+
+    /// Pauses or resumes claiming from a queue; enqueueing goes on.
+    fn set_paused(
+        &self,
+        queue: &QueueName,
+        paused: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores jobs, all or none, in order. A job whose idempotency key is
+    /// already known in its queue stores nothing and returns the existing job.
+    fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Enqueued>, StoreError>> + Send;
+
+    /// Claims up to `req.limit` jobs (see [`ClaimRequest`]).
+    fn claim(
+        &self,
+        req: &ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
+    /// Applies acknowledgements, each checked against its fencing token;
+    /// one outcome per ack, in order.
+    fn ack(
+        &self,
+        acks: &[Ack],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<AckOutcome>, StoreError>> + Send;
+
+    /// Applies `acks`, then claims per `claim`: what a worker does after a
+    /// batch of attempts ends. Backends that can do both in one round trip
+    /// (one lock, one transaction, one script) should; the default makes two
+    /// calls. On error the acknowledgements may or may not have been
+    /// applied; sending them again is safe (applied ones answer `Stale`).
+    fn ack_and_claim(
+        &self,
+        acks: &[Ack],
+        claim: Option<&ClaimRequest>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<AckedAndClaimed, StoreError>> + Send {
+        async move {
+            let acks = if acks.is_empty() {
+                Vec::new()
+            } else {
+                self.ack(acks, now).await?
+            };
+            let jobs = match claim {
+                Some(req) => self.claim(req).await?,
+                None => Vec::new(),
+            };
+            Ok(AckedAndClaimed { acks, jobs })
+        }
+    }
+
+    /// Extends leases to `until`; one outcome per lease, in order.
+    fn extend(
+        &self,
+        leases: &[LeaseRef],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<ExtendOutcome>, StoreError>> + Send;
+
+    /// Takes back up to `limit` jobs whose lease lapsed before `now`: they
+    /// run again (the attempt stays spent), or are dead when none is left.
+    fn rescue(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<RescueReport, StoreError>> + Send;
+
+    /// Cancels a waiting job at once; a running job gets its cancellation
+    /// requested and ends when its worker reports back or its lease lapses.
+    fn cancel(
+        &self,
+        id: JobId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
+
+    /// One job.
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+
+    /// Jobs matching a filter, in id order.
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
+    /// Jobs of a queue by state.
+    fn counts(&self, queue: &QueueName) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+
+    /// Where a waiting job stands; `None` if it is not waiting.
+    fn position(
+        &self,
+        id: JobId,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
+    /// Makes dead jobs available again with fresh attempts. A dead job that
+    /// still heads its held group runs in place; otherwise it goes to the
+    /// back of its group.
+    fn retry_dead(
+        &self,
+        which: &DeadJobs,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes dead jobs; a group held by its dead head moves on.
+    fn purge_dead(
+        &self,
+        which: &DeadJobs,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes up to `limit` finished jobs older than their queue's retention.
+    fn prune(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

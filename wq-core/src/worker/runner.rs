@@ -1,0 +1,241 @@
+//! The runner of one queue: it owns the queue's slots, stores the
+//! acknowledgements of finished attempts in batches, and claims as many jobs
+//! as slots are free, so one task does what the claim loop, the ack batcher
+//! and the slot semaphore would otherwise do across three.
+//!
+//! When the queue has nothing more for it, the runner sleeps until a
+//! wake-up, the next due job, the slow poll or a finished attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::stats::Stats;
+use super::{QueueRuntime, Shared, execute};
+use crate::Backend;
+use crate::job::JobState;
+use crate::store::{Ack, AckAction, AckOutcome, ClaimRequest};
+use crate::time::Timestamp;
+
+/// Shortest idle wait, so a backend whose `next_due` says "now" while its
+/// claim finds nothing cannot make the loop spin.
+const MIN_IDLE: Duration = Duration::from_millis(2);
+
+/// Most acknowledgements stored in one round trip.
+const ACK_BATCH: usize = 512;
+
+/// The runner's channel: every finished attempt reports here, with the
+/// acknowledgement to store (none when its lease was lost).
+pub(crate) type Done = mpsc::UnboundedSender<Option<Ack>>;
+
+/// Finished attempts not yet stored.
+#[derive(Default)]
+struct Finished {
+    acks: Vec<Ack>,
+    /// Attempts reported, with or without an acknowledgement.
+    count: usize,
+}
+
+impl Finished {
+    fn add(&mut self, ack: Option<Ack>) {
+        self.count += 1;
+        self.acks.extend(ack);
+    }
+}
+
+struct Runner<B> {
+    shared: Arc<Shared<B>>,
+    queue: Arc<QueueRuntime>,
+    done_tx: Done,
+    done_rx: mpsc::UnboundedReceiver<Option<Ack>>,
+    signal: crate::WakeSignal,
+    /// Attempts started and not yet acknowledged in the store.
+    running: usize,
+    /// The last claim came back short: wait for a reason to claim again.
+    idle_until: Option<Timestamp>,
+    claim_failures: u32,
+}
+
+pub(crate) async fn run<B: Backend>(shared: Arc<Shared<B>>, queue: Arc<QueueRuntime>) {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let signal = shared.backend.subscribe(&queue.name);
+    let mut runner = Runner {
+        shared,
+        queue,
+        done_tx,
+        done_rx,
+        signal,
+        running: 0,
+        idle_until: None,
+        claim_failures: 0,
+    };
+    runner.run().await
+}
+
+impl<B: Backend> Runner<B> {
+    async fn run(&mut self) {
+        let mut finished = Finished::default();
+        loop {
+            let stopping = self.shared.control.stop_claiming.is_cancelled();
+            if self.shared.control.is_crashed() || (stopping && self.running == 0) {
+                return;
+            }
+            while finished.count < ACK_BATCH {
+                match self.done_rx.try_recv() {
+                    Ok(ack) => finished.add(ack),
+                    Err(_) => break,
+                }
+            }
+            // A finished attempt may have let its group's next job through,
+            // so finishing always earns a claim while slots are free.
+            let free = self.queue.concurrency - (self.running - finished.count);
+            let claim = !stopping && free > 0 && (self.idle_until.is_none() || finished.count > 0);
+            if finished.count == 0 && !claim {
+                self.wait(stopping, free > 0, &mut finished).await;
+                continue;
+            }
+            let limit = free.min(self.queue.claim_batch);
+            self.turn(std::mem::take(&mut finished), claim.then_some(limit))
+                .await;
+        }
+    }
+
+    /// Stores finished attempts and claims up to `claim` jobs, in one
+    /// round trip where the backend allows.
+    async fn turn(&mut self, finished: Finished, claim: Option<usize>) {
+        let now = self.shared.clock.now();
+        let req = claim.map(|limit| {
+            self.signal.mark_seen();
+            ClaimRequest::new(
+                self.queue.name.clone(),
+                limit,
+                now,
+                now + self.queue.config.lease,
+                self.shared.worker_id.clone(),
+            )
+        });
+        let result = self
+            .shared
+            .backend
+            .ack_and_claim(&finished.acks, req.as_ref(), now)
+            .await;
+        match result {
+            Ok(done) => {
+                self.record(&finished.acks, &done.acks);
+                self.running -= finished.count;
+                if let Some(req) = req {
+                    self.start(req, done.jobs).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %self.queue.name, "acknowledge and claim failed");
+                if !finished.acks.is_empty() {
+                    self.store_acks(&finished.acks).await;
+                }
+                self.running -= finished.count;
+                if req.is_some() {
+                    self.claim_failures = self.claim_failures.saturating_add(1);
+                    let wait = Duration::from_millis(50 << self.claim_failures.min(6));
+                    self.idle_until = Some(now + wait);
+                }
+            }
+        }
+    }
+
+    /// Waits for a finished attempt, or (with free slots and nothing
+    /// claimable) a wake-up or the idle deadline, or the stop.
+    async fn wait(&mut self, stopping: bool, free: bool, finished: &mut Finished) {
+        let may_claim = !stopping && free;
+        let deadline = self.idle_until.unwrap_or(Timestamp::MAX);
+        let clock = self.shared.clock.clone();
+        let control = self.shared.control.clone();
+        tokio::select! {
+            biased;
+            Some(ack) = self.done_rx.recv() => finished.add(ack),
+            () = control.done.cancelled() => {}
+            () = control.stop_claiming.cancelled(), if !stopping => {}
+            () = self.signal.changed(), if may_claim => self.idle_until = None,
+            () = clock.sleep_until(deadline), if may_claim => self.idle_until = None,
+        }
+    }
+
+    /// Stores acknowledgements, retrying while the store fails; gives up once
+    /// the leases must have lapsed (those jobs run again after rescue).
+    async fn store_acks(&self, acks: &[Ack]) {
+        let started = std::time::Instant::now();
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match self.shared.backend.ack(acks, self.shared.clock.now()).await {
+                Ok(outcomes) => return self.record(acks, &outcomes),
+                Err(e)
+                    if started.elapsed() < self.queue.config.lease
+                        && !self.shared.control.is_crashed() =>
+                {
+                    tracing::warn!(error = %e, jobs = acks.len(), "acknowledgement failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = acks.len(), "acknowledgement abandoned; leases will lapse and the jobs run again");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn record(&self, acks: &[Ack], outcomes: &[AckOutcome]) {
+        let s = &self.shared.control.stats;
+        for (ack, outcome) in acks.iter().zip(outcomes) {
+            let counter = match (outcome, &ack.action) {
+                (AckOutcome::Applied(JobState::Completed), _) => &s.completed,
+                (AckOutcome::Applied(JobState::Cancelled), _) => &s.cancelled,
+                (AckOutcome::Applied(JobState::Dead), _) => &s.dead,
+                (AckOutcome::Applied(_), AckAction::Retry { .. }) => &s.retried,
+                (AckOutcome::Applied(_), AckAction::Release) => &s.released,
+                (AckOutcome::Applied(_), _) => &s.deferred,
+                (AckOutcome::Stale | AckOutcome::NotFound, _) => {
+                    tracing::warn!(job.id = %ack.id, "acknowledgement refused: the lease had lapsed");
+                    &s.stale
+                }
+            };
+            Stats::bump(counter, 1);
+        }
+    }
+
+    /// Starts the jobs a claim returned; a short claim makes the runner idle
+    /// until a wake-up or the next due job.
+    async fn start(&mut self, req: ClaimRequest, jobs: Vec<crate::Job>) {
+        self.claim_failures = 0;
+        let got = jobs.len();
+        Stats::bump(&self.shared.control.stats.claimed, got as u64);
+        self.running += got;
+        for job in jobs {
+            let task = execute::run(
+                self.shared.clone(),
+                self.queue.clone(),
+                job,
+                self.done_tx.clone(),
+            );
+            tokio::spawn(task);
+        }
+        self.idle_until = if got < req.limit {
+            Some(self.idle_deadline(req.now).await)
+        } else {
+            None
+        };
+    }
+
+    /// When to look again if no wake-up comes: the next due job or the poll.
+    async fn idle_deadline(&self, now: Timestamp) -> Timestamp {
+        let poll = now + self.shared.poll_interval;
+        let next = match self.shared.backend.next_due(&self.queue.name, now).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %self.queue.name, "next_due failed; polling");
+                None
+            }
+        };
+        next.map_or(poll, |t| t.min(poll)).max(now + MIN_IDLE)
+    }
+}
