@@ -1,0 +1,216 @@
+//! # wq-memory
+//!
+//! The in-process backend of wq: every guarantee of the design, for tests,
+//! demos and single-process apps. Jobs live as long as the process (that is
+//! its durability); claim and acknowledge cost O(log n) and never scan the
+//! backlog, and one lock keeps it safe under many concurrent workers.
+//!
+//! ```
+//! use wq_core::{Client, Enqueue, QueueConfig};
+//! use wq_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), wq_core::Error> {
+//! let client = Client::new(MemoryStore::new());
+//! client.declare_queue(QueueConfig::new("message")).await?;
+//! let first = client.enqueue(Enqueue::new("message", &"hi").idempotency_key("wamid.1")).await?;
+//! let again = client.enqueue(Enqueue::new("message", &"hi").idempotency_key("wamid.1")).await?;
+//! assert!(first.created && !again.created);
+//! assert_eq!(first.job.id, again.job.id);
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wq_core::{
+    Ack, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, Job,
+    JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo,
+    QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal, Wakeups,
+};
+
+use state::State;
+
+/// The in-memory backend. Clones share the same jobs.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wakeups: Wakeups,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` under the lock, then wakes the queues it touched.
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (out, wakes) = {
+            let mut state = self.shared.state.lock();
+            let out = f(&mut state);
+            (out, state.take_wakes())
+        };
+        for w in wakes {
+            w.wake();
+        }
+        out
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.shared.state.lock())
+    }
+}
+
+impl Store for MemoryStore {
+    async fn declare_queue(&self, config: &QueueConfig) -> Result<(), StoreError> {
+        let wake = self.shared.wakeups.sender(&config.name);
+        self.with(|s| s.declare_queue(config, wake));
+        Ok(())
+    }
+
+    async fn queue_info(&self, queue: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
+        Ok(self.read(|s| s.queue_info(queue)))
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        Ok(self.read(State::list_queues))
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.with(|s| s.set_paused(queue, paused))
+    }
+
+    async fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        self.with(|s| s.enqueue(jobs, now))
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Job>, StoreError> {
+        self.with(|s| s.claim(req))
+    }
+
+    async fn ack(&self, acks: &[Ack], now: Timestamp) -> Result<Vec<AckOutcome>, StoreError> {
+        Ok(self.with(|s| s.ack(acks, now)))
+    }
+
+    async fn ack_and_claim(
+        &self,
+        acks: &[Ack],
+        claim: Option<&ClaimRequest>,
+        now: Timestamp,
+    ) -> Result<AckedAndClaimed, StoreError> {
+        self.with(|s| {
+            let acks = s.ack(acks, now);
+            let jobs = match claim {
+                Some(req) => s.claim(req)?,
+                None => Vec::new(),
+            };
+            Ok(AckedAndClaimed { acks, jobs })
+        })
+    }
+
+    async fn extend(
+        &self,
+        leases: &[LeaseRef],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<ExtendOutcome>, StoreError> {
+        Ok(self.with(|s| s.extend(leases, until, now)))
+    }
+
+    async fn rescue(&self, now: Timestamp, limit: usize) -> Result<RescueReport, StoreError> {
+        Ok(self.with(|s| s.rescue(now, limit)))
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.with(|s| s.cancel(id, now))
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self.read(|s| s.get(id)))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        Ok(self.read(|s| s.list(query)))
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<Counts, StoreError> {
+        self.read(|s| s.counts(queue))
+    }
+
+    async fn position(&self, id: JobId) -> Result<Option<Position>, StoreError> {
+        Ok(self.read(|s| s.position(id)))
+    }
+
+    async fn retry_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.with(|s| s.retry_dead(which, now)))
+    }
+
+    async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.with(|s| s.purge_dead(which, now)))
+    }
+
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        Ok(self.with(|s| s.prune(now, limit)))
+    }
+}
+
+impl Lock for MemoryStore {
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LockLease>, StoreError> {
+        Ok(self.with(|s| s.acquire_lock(name, holder, ttl, now)))
+    }
+
+    async fn renew_lock(
+        &self,
+        lease: &LockLease,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LockLease>, StoreError> {
+        Ok(self.with(|s| s.renew_lock(lease, ttl, now)))
+    }
+
+    async fn release_lock(&self, lease: &LockLease) -> Result<bool, StoreError> {
+        Ok(self.with(|s| s.release_lock(lease)))
+    }
+}
+
+impl Scheduler for MemoryStore {
+    fn subscribe(&self, queue: &QueueName) -> WakeSignal {
+        self.shared.wakeups.subscribe(queue)
+    }
+
+    async fn next_due(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|s| s.next_due(queue, now))
+    }
+
+    async fn promote_due(&self, queue: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
+        self.with(|s| s.promote_due(queue, now))
+    }
+}

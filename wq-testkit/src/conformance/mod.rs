@@ -1,0 +1,21 @@
+//! The conformance suite: one test per guarantee of the design, each an
+//! `async fn(&impl TestBackend) -> TestResult`. Backends run them all with
+//! [`crate::conformance_tests!`].
+
+mod enqueue;
+mod lease;
+mod ledger;
+mod operations;
+mod order;
+mod retry;
+mod timing;
+mod worker;
+
+pub use enqueue::*;
+pub use lease::*;
+pub use ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
+pub use operations::*;
+pub use order::*;
+pub use retry::*;
+pub use timing::*;
+pub use worker::*;

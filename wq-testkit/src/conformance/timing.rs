@@ -1,0 +1,292 @@
+//! Guarantees 8 and 9: delays, time chaining under concurrent enqueuers,
+//! priorities among due group heads; and repeatable jobs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use wq_core::{Clock as _, Enqueue, JobState, ListQuery, QueueConfig, Repeat, Scheduler, Worker};
+
+use super::ledger::counting_handler;
+use crate::harness::{
+    Failure, PATIENCE, TestBackend, TestResult, claim, declare, manual_client, secs, wait_until,
+    with_backend,
+};
+use crate::{ensure, ensure_eq};
+
+/// A delayed job is scheduled, not claimable before its time, reported by
+/// `next_due`, and claimable once due.
+pub async fn delayed_jobs_wait<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("later")).await?;
+        let t0 = clock.now();
+        let job = client
+            .enqueue(Enqueue::new("later", &1).delay(secs(10)))
+            .await?
+            .job;
+        ensure_eq!(
+            (job.state, job.run_at),
+            (JobState::Scheduled, t0 + secs(10)),
+            "a delayed job"
+        );
+        ensure!(
+            claim(&b, "later", 5, t0, secs(30)).await?.is_empty(),
+            "not claimable now"
+        );
+        ensure!(
+            claim(&b, "later", 5, t0 + secs(9), secs(30))
+                .await?
+                .is_empty(),
+            "not claimable early"
+        );
+        ensure_eq!(
+            b.next_due(&"later".into(), t0).await?,
+            Some(t0 + secs(10)),
+            "next due"
+        );
+        let moved = b.promote_due(&"later".into(), t0 + secs(10)).await?;
+        ensure_eq!(moved, 1, "promoted when due");
+        ensure_eq!(
+            client.counts("later").await?.available,
+            1,
+            "available once due"
+        );
+        let got = claim(&b, "later", 5, t0 + secs(10), secs(30)).await?;
+        ensure_eq!(got.len(), 1, "claimable when due");
+        let past = client
+            .enqueue(Enqueue::new("later", &2).run_at(t0 - secs(60)))
+            .await?
+            .job;
+        ensure_eq!(
+            past.state,
+            JobState::Available,
+            "a run_at in the past means now"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A worker sleeps until a delayed job is due and starts it then, without
+/// polling: time here only moves when the test moves it.
+pub async fn worker_wakes_when_delay_ends<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("timer")).await?;
+        client
+            .enqueue(Enqueue::new("timer", &1).delay(secs(30)))
+            .await?;
+        let ran = Arc::new(AtomicU32::new(0));
+        let handler = counting_handler(ran.clone());
+        let worker = Worker::new(b.clone())
+            .clock(clock.clone())
+            .poll_interval(Duration::from_secs(3600))
+            .handle("timer", handler)
+            .start()
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let early = ran.load(Ordering::SeqCst);
+        clock.advance(secs(30));
+        let started = wait_until("the delayed job to run", PATIENCE, || async {
+            Ok(ran.load(Ordering::SeqCst) == 1)
+        })
+        .await;
+        worker.shutdown(secs(5)).await;
+        ensure_eq!(early, 0, "runs before the delay ended");
+        started
+    })
+    .await
+}
+
+/// Chained jobs keep their spacing even when four tasks enqueue into one
+/// group at once, and chain after a group's latest job when it is later
+/// than now.
+pub async fn chaining_keeps_spacing<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("chain")).await?;
+        let t0 = clock.now();
+        let mut tasks = Vec::new();
+        for task in 0..4 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    client
+                        .enqueue(
+                            Enqueue::new("chain", &(task * 100 + i))
+                                .group("contact")
+                                .chained(secs(1), Duration::ZERO),
+                        )
+                        .await?;
+                }
+                Ok::<(), wq_core::Error>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .map_err(|e| Failure(format!("enqueuer panicked: {e}")))??;
+        }
+        let mut jobs = client
+            .list(
+                ListQuery::new()
+                    .queue("chain")
+                    .group("contact")
+                    .limit(1_000),
+            )
+            .await?;
+        jobs.sort_by_key(|j| j.seq);
+        let run_ats: Vec<_> = jobs.iter().map(|j| j.run_at).collect();
+        let expected: Vec<_> = (1..=100).map(|k| t0 + secs(k)).collect();
+        ensure_eq!(run_ats, expected, "chained run_at values in sequence order");
+
+        let mut jittered = Vec::new();
+        for i in 0..20 {
+            let e = client
+                .enqueue(
+                    Enqueue::new("chain", &i)
+                        .group("jitter")
+                        .chained(secs(2), Duration::from_millis(500)),
+                )
+                .await?;
+            jittered.push(e.job.run_at);
+        }
+        let mut prev = t0;
+        for at in jittered {
+            let gap = at.duration_since(prev);
+            ensure!(
+                (secs(2)..=Duration::from_millis(2_500)).contains(&gap),
+                "jittered gap {gap:?} outside 2 s..=2.5 s"
+            );
+            prev = at;
+        }
+
+        let far = client
+            .enqueue(Enqueue::new("chain", &0).group("far").delay(secs(3600)))
+            .await?
+            .job;
+        let next = client
+            .enqueue(
+                Enqueue::new("chain", &1)
+                    .group("far")
+                    .chained(secs(1), Duration::ZERO),
+            )
+            .await?
+            .job;
+        ensure_eq!(
+            next.run_at,
+            far.run_at + secs(1),
+            "chained after a later job"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Among due heads a lower priority number runs first; within a group,
+/// order is never broken by priority.
+pub async fn priorities_order_due_heads<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("prio")).await?;
+        declare(&client, QueueConfig::new("defaults").default_priority(7)).await?;
+        let t0 = clock.now();
+        client
+            .enqueue_many([
+                Enqueue::new("prio", &"A").group("a").priority(5),
+                Enqueue::new("prio", &"B").group("b").priority(1),
+                Enqueue::new("prio", &"C").group("c").priority(3),
+                Enqueue::new("prio", &"U").priority(2),
+                Enqueue::new("prio", &"G1").group("g").priority(9),
+                Enqueue::new("prio", &"G2").group("g").priority(0),
+            ])
+            .await?;
+        let mut order = Vec::new();
+        loop {
+            let got = claim(&b, "prio", 1, t0, secs(30)).await?;
+            let Some(job) = got.into_iter().next() else {
+                break;
+            };
+            order.push(job.payload.decode::<String>().unwrap_or_default());
+            crate::harness::ack(&b, &job, wq_core::AckAction::Complete, t0).await?;
+        }
+        ensure_eq!(order, ["B", "U", "C", "A", "G1", "G2"], "claim order");
+        let d = client.enqueue(Enqueue::new("defaults", &1)).await?.job;
+        ensure_eq!(d.priority, 7, "the queue's default priority");
+        Ok(())
+    })
+    .await
+}
+
+/// A repeatable job runs once per slot, also when the maintenance leader
+/// dies within a slot and another worker takes over.
+pub async fn repeated_jobs_run_once_per_slot<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        let period = secs(10);
+        // One second into a slot, so a two-second step stays within it.
+        let micros = period.as_micros() as i64;
+        let start_of_slot = clock.now().as_micros().div_euclid(micros) * micros;
+        clock.set(wq_core::Timestamp::from_micros(start_of_slot) + secs(1));
+        declare(
+            &client,
+            QueueConfig::new("cron").lease(Duration::from_millis(300)),
+        )
+        .await?;
+        let tick = Repeat::every("tick", period, Enqueue::new("cron", &"tick"));
+        let ran = Arc::new(AtomicU32::new(0));
+        let start = || {
+            Worker::new(b.clone())
+                .clock(clock.clone())
+                .repeat(tick.clone())
+                .handle("cron", counting_handler(ran.clone()))
+                .start()
+        };
+        let completed = |n: u64| {
+            let client = client.clone();
+            async move {
+                wait_until(&format!("{n} slots to run"), PATIENCE, || async {
+                    Ok(client.counts("cron").await?.completed >= n)
+                })
+                .await
+            }
+        };
+        let leader = start().await?;
+        let mut result = completed(1).await;
+        for n in 2..=3 {
+            if result.is_ok() {
+                clock.advance(period);
+                result = completed(n).await;
+            }
+        }
+        leader.crash().await;
+        result?;
+        // The dead leader's lock lapses; the slot has not changed. The new
+        // leader must not enqueue this slot again.
+        clock.advance(secs(2));
+        let successor = start().await?;
+        let result = async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let jobs = client.list(ListQuery::new().queue("cron")).await?;
+            ensure_eq!(jobs.len(), 3, "jobs after the takeover within a slot");
+            clock.advance(period);
+            completed(4).await
+        }
+        .await;
+        successor.shutdown(secs(5)).await;
+        result?;
+        let jobs = client.list(ListQuery::new().queue("cron")).await?;
+        ensure_eq!(jobs.len(), 4, "jobs enqueued for four slots");
+        ensure_eq!(ran.load(Ordering::SeqCst), 4, "runs");
+        let mut slots: Vec<_> = jobs.iter().map(|j| j.run_at.as_micros()).collect();
+        slots.sort();
+        slots.dedup();
+        ensure_eq!(slots.len(), 4, "distinct slots");
+        ensure!(
+            slots.iter().all(|s| s % micros == 0),
+            "slots not aligned to the period: {slots:?}"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,120 @@
+//! # wq-testkit
+//!
+//! What every wq backend runs to prove the design's guarantees:
+//!
+//! - [`conformance`]: one test per guarantee (FIFO per group, one in flight,
+//!   parallelism across groups, idempotent enqueue, retries and backoff,
+//!   the dead-letter queue, delays and time chaining, priorities, cancel,
+//!   pause, lease expiry and rescue, fencing, retention, counts, positions,
+//!   shutdown, bad input), expanded into `#[tokio::test]`s by
+//!   [`conformance_tests!`];
+//! - [`properties`]: state-machine property tests with proptest, expanded by
+//!   [`property_tests!`].
+//!
+//! A backend crate implements [`TestBackend`] (a fresh, isolated backend per
+//! test) and invokes both macros from an integration test:
+//!
+//! ```
+//! use wq_testkit::{Failure, TestBackend};
+//! use wq_memory::MemoryStore;
+//!
+//! struct Memory;
+//!
+//! impl TestBackend for Memory {
+//!     type Backend = MemoryStore;
+//!     async fn create(&self) -> Result<MemoryStore, Failure> {
+//!         Ok(MemoryStore::new())
+//!     }
+//!     async fn destroy(&self, _: MemoryStore) {}
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! // In tests/conformance.rs: wq_testkit::conformance_tests!(Memory);
+//! wq_testkit::conformance::fifo_per_group(&Memory).await.expect("FIFO holds");
+//! # }
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod conformance;
+mod harness;
+pub mod properties;
+
+pub use harness::{
+    Failure, PATIENCE, TestBackend, TestResult, ack, claim, complete_all, declare, manual_client,
+    must_get, quick_retry, secs, token, wait_until, with_backend,
+};
+
+/// Expands into one `#[tokio::test]` per conformance test, each on a fresh
+/// backend made by the given [`TestBackend`] expression. The calling crate
+/// needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:expr) => {
+        $crate::__conformance_tests!($backend;
+            fifo_per_group,
+            one_in_flight_per_group,
+            parallel_across_groups,
+            claim_skips_blocked_groups,
+            many_groups,
+            idempotent_enqueue,
+            concurrent_idempotent_enqueue,
+            batch_enqueue_is_atomic,
+            bad_input_is_refused,
+            enqueue_returns_the_stored_job,
+            retries_and_backoff,
+            engine_retries_then_kills,
+            dead_jobs_retry_and_purge,
+            dead_head_continue_or_hold,
+            transport_errors_are_classified,
+            delayed_jobs_wait,
+            worker_wakes_when_delay_ends,
+            chaining_keeps_spacing,
+            priorities_order_due_heads,
+            repeated_jobs_run_once_per_slot,
+            lapsed_leases_are_rescued,
+            stale_workers_are_fenced,
+            heartbeats_keep_long_jobs,
+            crashed_workers_jobs_run_again,
+            locks_exclude,
+            cancel_waiting_and_running,
+            cancel_stops_a_running_handler,
+            pause_and_resume,
+            retention_prunes_finished_jobs,
+            counts_by_state,
+            positions_in_group_and_queue,
+            listing_filters_and_pages,
+            shutdown_finishes_or_releases,
+            idle_workers_wake_on_enqueue,
+            timeouts_and_panics_fail_the_attempt,
+            no_loss_under_failures,
+            message_id_is_stable_across_attempts,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($backend:expr; $($name:ident),* $(,)?) => {$(
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let backend = $backend;
+            if let Err(failure) = $crate::conformance::$name(&backend).await {
+                panic!("{} failed: {}", stringify!($name), failure);
+            }
+        }
+    )*};
+}
+
+/// Expands into a `#[test] fn properties()` running `cases` random cases
+/// (overridden by the `WQ_PROPTEST_CASES` environment variable).
+#[macro_export]
+macro_rules! property_tests {
+    ($backend:expr, $cases:expr) => {
+        #[test]
+        fn properties() {
+            $crate::properties::check(&$backend, $cases);
+        }
+    };
+}

@@ -1,0 +1,323 @@
+//! The suite can fail: deliberately broken backends are caught.
+//!
+//! `Sabotaged` wraps the memory store and breaks one guarantee while
+//! looking normal from the outside.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wq_core::{
+    Ack, AckOutcome, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId,
+    JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo,
+    QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal,
+};
+use wq_memory::MemoryStore;
+use wq_testkit::{Failure, TestBackend, conformance, properties};
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Stores jobs without their group (so nothing orders them) but shows
+    /// the group everywhere, as if it were kept.
+    IgnoreGroups,
+    /// Acknowledges every seventh enqueued job without storing it.
+    LoseJobs,
+    /// Accepts acknowledgements from any token and any lease age.
+    NoFencing,
+}
+
+#[derive(Clone)]
+struct Sabotaged {
+    inner: MemoryStore,
+    fault: Fault,
+    groups: Arc<Mutex<HashMap<JobId, GroupKey>>>,
+    enqueued: Arc<AtomicU64>,
+}
+
+impl Sabotaged {
+    fn new(fault: Fault) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            fault,
+            groups: Arc::default(),
+            enqueued: Arc::default(),
+        }
+    }
+
+    /// Puts back the group that `IgnoreGroups` hid from the inner store.
+    fn disguise(&self, mut job: Job) -> Job {
+        if let Some(g) = self.groups.lock().get(&job.id) {
+            job.group = Some(g.clone());
+        }
+        job
+    }
+
+    fn disguise_all(&self, jobs: Vec<Job>) -> Vec<Job> {
+        jobs.into_iter().map(|j| self.disguise(j)).collect()
+    }
+
+    fn fabricate(new: &NewJob, now: Timestamp) -> Job {
+        Job {
+            id: new.id,
+            queue: new.queue.clone(),
+            tenant: new.tenant.clone(),
+            group: new.group.clone(),
+            seq: 0,
+            priority: new.priority,
+            run_at: now,
+            attempt: 0,
+            max_attempts: new.max_attempts,
+            state: JobState::Available,
+            idempotency_key: new.idempotency_key.clone(),
+            lease: None,
+            cancel_requested: false,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            payload: new.payload.clone(),
+        }
+    }
+}
+
+impl Store for Sabotaged {
+    async fn declare_queue(&self, config: &QueueConfig) -> Result<(), StoreError> {
+        self.inner.declare_queue(config).await
+    }
+    async fn queue_info(&self, q: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
+        self.inner.queue_info(q).await
+    }
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.inner.list_queues().await
+    }
+    async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.inner.set_paused(q, paused).await
+    }
+    async fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        match self.fault {
+            Fault::IgnoreGroups => {
+                let stripped = jobs
+                    .into_iter()
+                    .map(|mut j| {
+                        if let Some(g) = j.group.take() {
+                            self.groups.lock().insert(j.id, g);
+                        }
+                        j
+                    })
+                    .collect();
+                let out = self.inner.enqueue(stripped, now).await?;
+                Ok(out
+                    .into_iter()
+                    .map(|e| Enqueued {
+                        job: self.disguise(e.job),
+                        created: e.created,
+                    })
+                    .collect())
+            }
+            Fault::LoseJobs => {
+                let mut kept = Vec::new();
+                let mut slots = Vec::new();
+                for job in jobs {
+                    if self.enqueued.fetch_add(1, Ordering::SeqCst) % 7 == 6 {
+                        slots.push(Some(Self::fabricate(&job, now)));
+                    } else {
+                        slots.push(None);
+                        kept.push(job);
+                    }
+                }
+                let mut stored = self.inner.enqueue(kept, now).await?.into_iter();
+                Ok(slots
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        Some(job) => Some(Enqueued { job, created: true }),
+                        None => stored.next(),
+                    })
+                    .collect())
+            }
+            Fault::NoFencing => self.inner.enqueue(jobs, now).await,
+        }
+    }
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Job>, StoreError> {
+        Ok(self.disguise_all(self.inner.claim(req).await?))
+    }
+    async fn ack(&self, acks: &[Ack], now: Timestamp) -> Result<Vec<AckOutcome>, StoreError> {
+        if !matches!(self.fault, Fault::NoFencing) {
+            return self.inner.ack(acks, now).await;
+        }
+        let mut out = Vec::new();
+        for a in acks {
+            let current = self.inner.get(a.id).await?.and_then(|j| j.lease);
+            let Some(lease) = current else {
+                out.push(AckOutcome::Stale);
+                continue;
+            };
+            let forged = Ack {
+                token: lease.token,
+                ..a.clone()
+            };
+            let at = now.min(lease.expires_at - Duration::from_micros(1));
+            out.extend(self.inner.ack(&[forged], at).await?);
+        }
+        Ok(out)
+    }
+    async fn extend(
+        &self,
+        leases: &[LeaseRef],
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<ExtendOutcome>, StoreError> {
+        self.inner.extend(leases, until, now).await
+    }
+    async fn rescue(&self, now: Timestamp, limit: usize) -> Result<RescueReport, StoreError> {
+        self.inner.rescue(now, limit).await
+    }
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        Ok(self.disguise(self.inner.cancel(id, now).await?))
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self.inner.get(id).await?.map(|j| self.disguise(j)))
+    }
+    async fn list(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        let mut unfiltered = q.clone();
+        unfiltered.group = None;
+        let jobs = self.disguise_all(self.inner.list(&unfiltered).await?);
+        Ok(jobs.into_iter().filter(|j| q.matches(j)).collect())
+    }
+    async fn counts(&self, q: &QueueName) -> Result<Counts, StoreError> {
+        self.inner.counts(q).await
+    }
+    async fn position(&self, id: JobId) -> Result<Option<Position>, StoreError> {
+        self.inner.position(id).await
+    }
+    async fn retry_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.retry_dead(which, now).await
+    }
+    async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.purge_dead(which, now).await
+    }
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune(now, limit).await
+    }
+}
+
+impl Lock for Sabotaged {
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LockLease>, StoreError> {
+        self.inner.acquire_lock(name, holder, ttl, now).await
+    }
+    async fn renew_lock(
+        &self,
+        lease: &LockLease,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<LockLease>, StoreError> {
+        self.inner.renew_lock(lease, ttl, now).await
+    }
+    async fn release_lock(&self, lease: &LockLease) -> Result<bool, StoreError> {
+        self.inner.release_lock(lease).await
+    }
+}
+
+impl Scheduler for Sabotaged {
+    fn subscribe(&self, q: &QueueName) -> WakeSignal {
+        self.inner.subscribe(q)
+    }
+    async fn next_due(
+        &self,
+        q: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.next_due(q, now).await
+    }
+    async fn promote_due(&self, q: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
+        self.inner.promote_due(q, now).await
+    }
+}
+
+struct Broken(Fault);
+
+impl TestBackend for Broken {
+    type Backend = Sabotaged;
+    async fn create(&self) -> Result<Sabotaged, Failure> {
+        Ok(Sabotaged::new(self.0))
+    }
+    async fn destroy(&self, _: Sabotaged) {}
+}
+
+fn says(failure: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| failure.contains(w))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_breaks_fifo() {
+    let fifo = conformance::fifo_per_group(&Broken(Fault::IgnoreGroups)).await;
+    let failure = fifo.expect_err("fifo_per_group passed on a backend without order");
+    assert!(says(&failure.0, &["FIFO", "one in flight"]), "{failure}");
+
+    let single = conformance::one_in_flight_per_group(&Broken(Fault::IgnoreGroups)).await;
+    let failure = single.expect_err("one_in_flight_per_group passed on a backend without order");
+    assert!(
+        says(&failure.0, &["one group of five", "handed out twice"]),
+        "{failure}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_loses_jobs() {
+    let outcome = conformance::no_loss_under_failures(&Broken(Fault::LoseJobs)).await;
+    let failure = outcome.expect_err("no_loss_under_failures passed on a backend that loses jobs");
+    assert!(says(&failure.0, &["missing", "stored"]), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_does_not_fence() {
+    let outcome = conformance::stale_workers_are_fenced(&Broken(Fault::NoFencing)).await;
+    let failure = outcome.expect_err("stale_workers_are_fenced passed without fencing");
+    assert!(failure.0.contains("Stale"), "{failure}");
+}
+
+#[test]
+fn the_properties_catch_a_backend_that_breaks_fifo() {
+    let failure = properties::run(&Broken(Fault::IgnoreGroups), 256)
+        .expect_err("property tests passed on a backend without order");
+    assert!(
+        says(&failure, &["FIFO", "at once", "handed out"]),
+        "{failure}"
+    );
+}
+
+#[test]
+fn the_properties_catch_a_backend_that_loses_jobs() {
+    let failure = properties::run(&Broken(Fault::LoseJobs), 256)
+        .expect_err("property tests passed on a backend that loses jobs");
+    assert!(says(&failure, &["lost", "stored"]), "{failure}");
+}
+
+#[test]
+fn the_properties_catch_a_backend_that_does_not_fence() {
+    let failure = properties::run(&Broken(Fault::NoFencing), 256)
+        .expect_err("property tests passed without fencing");
+    assert!(failure.contains("Stale"), "{failure}");
+}
+
+#[test]
+fn a_failing_case_shrinks_to_a_short_readable_sequence() {
+    let failure = properties::run(&Broken(Fault::IgnoreGroups), 256)
+        .expect_err("property tests passed on a backend without order");
+    let steps = failure.matches("Enqueue {").count() + failure.matches("Claim {").count();
+    assert!(
+        steps <= 12,
+        "the shrunk case is long ({steps} steps):\n{failure}"
+    );
+}
