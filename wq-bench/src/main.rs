@@ -1,0 +1,144 @@
+//! `wq-bench`: runs the design's workloads W1–W5 against a backend and
+//! prints one JSON line per result on stdout (progress goes to stderr).
+//!
+//! ```text
+//! cargo run --release -p wq-bench -- --backend memory --workload all
+//! ```
+
+mod memory;
+mod postgres;
+mod redis;
+mod report;
+mod workloads;
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use workloads::{Factory, Params};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendKind {
+    /// The in-process backend.
+    Memory,
+    /// Postgres (`--url`, else `WQ_POSTGRES_URL`, else the local server).
+    Postgres,
+    /// Redis (`--url`, else `WQ_REDIS_URL`, else the local server).
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    All,
+    W1,
+    W2,
+    W3,
+    W4,
+    W5,
+}
+
+/// Benchmarks wq's workloads W1-W5.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Which backend.
+    #[arg(long, value_enum, default_value = "memory", ignore_case = true)]
+    backend: BackendKind,
+    /// The server of a networked backend (default: `WQ_POSTGRES_URL` or
+    /// `WQ_REDIS_URL`, else the local server).
+    #[arg(long)]
+    url: Option<String>,
+    /// Which workloads (repeatable, or `all`).
+    #[arg(long, value_enum, default_value = "all", ignore_case = true)]
+    workload: Vec<Workload>,
+    /// Jobs per workload (W5: jobs claimed in the sample).
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Groups for W3 and W5.
+    #[arg(long, default_value_t = 1_000)]
+    groups: u64,
+    /// Handlers at once (W2, W3, W4).
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Batch size of W1-batch.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Jobs per second in W4.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Seconds W4 runs.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Jobs waiting in W5.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+}
+
+async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
+    let p = Params {
+        jobs: args.jobs,
+        groups: args.groups,
+        concurrency: args.concurrency,
+        batch: args.batch,
+        rate: args.rate,
+        duration: Duration::from_secs(args.seconds),
+        backlog: args.backlog,
+    };
+    let all = args.workload.contains(&Workload::All);
+    let wants = |w| all || args.workload.contains(&w);
+    if wants(Workload::W1) {
+        workloads::w1(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if wants(Workload::W2) {
+        workloads::w2(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if wants(Workload::W3) {
+        workloads::w3(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if wants(Workload::W4) {
+        workloads::w4(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if wants(Workload::W5) {
+        workloads::w5(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = match args.backend {
+        BackendKind::Memory => run(&memory::Memory, &args).await,
+        BackendKind::Postgres => run(&postgres::Postgres::new(args.url.clone()), &args).await,
+        BackendKind::Redis => {
+            let url = args
+                .url
+                .clone()
+                .or_else(|| std::env::var("WQ_REDIS_URL").ok())
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+            run(&redis::Redis::new(url), &args).await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wq-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
