@@ -1,0 +1,716 @@
+-- The operations of the store, one function each, so that every call is one
+-- round trip and one transaction. Names inside resolve through the session's
+-- search_path, which every connection of the store sets to its schema (a
+-- per-function `SET search_path` clause would cost more than the function's
+-- own work on every call).
+--
+-- Lock order, everywhere: a group's row, then its `heads` row, then waiting
+-- job rows. Acknowledgements, rescue and extension lock a *running* job's
+-- row first; a running job has no `heads` row and is the only job of its
+-- group in flight, so no cycle can form.
+--
+-- Codes. States: 0 scheduled, 1 available, 2 running, 3 completed, 4 dead,
+-- 5 cancelled. Ack actions: 0 complete, 1 retry, 2 defer, 3 kill,
+-- 4 release. Ack outcomes: 0 applied, 1 stale, 2 not found. Extend
+-- outcomes: 0 extended, 1 cancel requested, 2 lost. Cancel outcomes:
+-- 0 done, 1 invalid state, 2 not found.
+
+-- Wakes the queue's idle workers in every process.
+CREATE FUNCTION wq_wake(p_queue text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify('wq:' || current_schema(), p_queue)
+$$;
+
+-- Locks a group's row, creating it if needed.
+CREATE FUNCTION wq_lock_group(p_queue text, p_group text) RETURNS groups
+LANGUAGE sql AS $$
+    INSERT INTO groups AS g (queue, group_key, last_run_at)
+    VALUES (p_queue, p_group, '-infinity')
+    ON CONFLICT (queue, group_key) DO UPDATE SET held_by = g.held_by
+    RETURNING *
+$$;
+
+-- Makes a job that heads its group (or has none) claimable: available if
+-- due, scheduled otherwise. Returns its state.
+CREATE FUNCTION wq_place(p_id uuid, p_now timestamptz) RETURNS smallint
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+BEGIN
+    UPDATE jobs
+    SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
+        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL
+    WHERE id = p_id
+    RETURNING * INTO j;
+    INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
+    VALUES (j.id, j.queue, j.group_key, j.priority, j.run_at, j.seq, j.state = 1);
+    PERFORM wq_wake(j.queue);
+    RETURN j.state;
+END $$;
+
+-- Places the group's next job, or forgets a group with nothing left whose
+-- chain is in the past. The caller holds the group's lock.
+CREATE FUNCTION wq_advance(p_queue text, p_group text, p_now timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_next uuid;
+BEGIN
+    SELECT id INTO v_next FROM jobs
+    WHERE queue = p_queue AND group_key = p_group AND state < 3
+    ORDER BY seq LIMIT 1;
+    IF FOUND THEN
+        PERFORM wq_place(v_next, p_now);
+    ELSE
+        DELETE FROM groups
+        WHERE queue = p_queue AND group_key = p_group
+          AND held_by IS NULL AND last_run_at <= p_now;
+    END IF;
+END $$;
+
+-- Ends a job in a terminal state. Its group moves on, unless it is a dead
+-- head of a queue that holds groups on a dead head.
+CREATE FUNCTION wq_finish(p_id uuid, p_state smallint, p_error text, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    q queues;
+    g groups;
+BEGIN
+    UPDATE jobs
+    SET state = p_state, finished_at = p_now, updated_at = p_now,
+        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,
+        last_error = coalesce(p_error, last_error)
+    WHERE id = p_id
+    RETURNING * INTO j;
+    DELETE FROM heads WHERE id = p_id;
+    SELECT * INTO q FROM queues WHERE name = j.queue;
+    IF j.group_key IS NOT NULL THEN
+        g := wq_lock_group(j.queue, j.group_key);
+        IF g.held_by IS NULL AND NOT EXISTS (
+            SELECT 1 FROM jobs
+            WHERE queue = j.queue AND group_key = j.group_key AND state < 3 AND seq < j.seq)
+        THEN
+            IF p_state = 4 AND q.config->>'on_dead' = 'hold' THEN
+                UPDATE groups SET held_by = j.id
+                WHERE queue = j.queue AND group_key = j.group_key;
+            ELSE
+                PERFORM wq_advance(j.queue, j.group_key, p_now);
+            END IF;
+        END IF;
+    END IF;
+    IF p_state <> 4 AND (q.config->'retention'->>'completed')::bigint = 0 THEN
+        DELETE FROM jobs WHERE id = p_id;
+    END IF;
+END $$;
+
+-- Deletes a finished job; a group its dead head held moves on. Returns the
+-- number of jobs deleted (0 or 1).
+CREATE FUNCTION wq_purge(p_id uuid, p_now timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    g groups;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_id;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF j.group_key IS NOT NULL THEN
+        g := wq_lock_group(j.queue, j.group_key);
+    END IF;
+    DELETE FROM jobs WHERE id = p_id AND state >= 3 RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF g.held_by = p_id THEN
+        UPDATE groups SET held_by = NULL WHERE queue = j.queue AND group_key = j.group_key;
+        PERFORM wq_advance(j.queue, j.group_key, p_now);
+    END IF;
+    RETURN 1;
+END $$;
+
+-- Moves up to p_limit scheduled heads whose time has come to available.
+CREATE FUNCTION wq_promote(p_queue text, p_now timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_moved integer;
+BEGIN
+    -- ARRAY(...) runs once and `id = ANY` stays a key lookup: an IN
+    -- (subquery) lets a generic plan scan all of heads.
+    WITH due AS (
+        UPDATE heads h SET ready = true
+        WHERE h.id = ANY(ARRAY(
+            SELECT id FROM heads
+            WHERE queue = p_queue AND NOT ready AND run_at <= p_now
+            ORDER BY run_at
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED))
+        RETURNING h.id
+    )
+    UPDATE jobs j SET state = 1, updated_at = p_now FROM due WHERE j.id = due.id;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    RETURN v_moved;
+END $$;
+
+-- Stores a batch of jobs, all or nothing, in order. A job whose id or
+-- idempotency key is already known (in the store, or earlier in the batch)
+-- stores nothing and returns the existing job. Returns one row per input, in
+-- no particular order: its position, 1 if it was created, and the job.
+CREATE FUNCTION enqueue(
+    p_ids uuid[], p_queues text[], p_tenants text[], p_groups text[],
+    p_priorities smallint[], p_run_ats timestamptz[], p_offsets bigint[],
+    p_max_attempts integer[], p_keys text[], p_payloads text[], p_now timestamptz)
+RETURNS SETOF job_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(array_length(p_ids, 1), 0);
+    v_missing text;
+    v_existing uuid[];
+    v_src integer[];
+    v_seqs bigint[];
+    -- Positions of the new ungrouped jobs, ascending (so are their seqs).
+    v_flat integer[] := '{}';
+    v_run_at timestamptz;
+    v_head boolean;
+    g groups;
+    j jobs;
+    i integer;
+BEGIN
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    SELECT t.q INTO v_missing FROM unnest(p_queues) AS t(q)
+    WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = t.q) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', v_missing USING ERRCODE = 'WQ001';
+    END IF;
+
+    -- Lock every group of the batch, in one order so that concurrent batches
+    -- cannot deadlock. Sequences are taken under these locks, so within a
+    -- group they follow commit order.
+    IF cardinality(array_remove(p_groups, NULL)) > 0 THEN
+        INSERT INTO groups AS cur (queue, group_key, last_run_at)
+        SELECT DISTINCT t.q_name, t.g_key, '-infinity'::timestamptz
+        FROM unnest(p_queues, p_groups) AS t(q_name, g_key)
+        WHERE t.g_key IS NOT NULL
+        ORDER BY t.q_name, t.g_key
+        ON CONFLICT (queue, group_key) DO UPDATE SET held_by = cur.held_by;
+    END IF;
+
+    -- Each input's job: the stored one with its id or key... (LATERAL keeps
+    -- these key lookups: a generic plan could otherwise hash-join all jobs.)
+    SELECT array_agg(coalesce(byid.id, bykey.id) ORDER BY inp.ord)
+    INTO v_existing
+    FROM unnest(p_ids, p_queues, p_keys) WITH ORDINALITY AS inp(id, queue, key, ord)
+    LEFT JOIN LATERAL (SELECT id FROM jobs WHERE id = inp.id) byid ON true
+    LEFT JOIN LATERAL (
+        SELECT id FROM jobs
+        WHERE inp.key IS NOT NULL AND queue = inp.queue AND idempotency_key = inp.key) bykey
+      ON true;
+    -- ...or the first input of the batch with the same id or key, or its own.
+    IF n > 1 AND (
+        (SELECT count(DISTINCT x) FROM unnest(p_ids) AS t(x)) < n
+        OR EXISTS (SELECT 1 FROM unnest(p_queues, p_keys) AS t(q, k)
+                   WHERE k IS NOT NULL GROUP BY q, k HAVING count(*) > 1))
+    THEN
+        SELECT array_agg(t.src ORDER BY t.ord) INTO v_src
+        FROM (
+            SELECT inp.ord,
+                   least(min(inp.ord) OVER (PARTITION BY inp.id),
+                         CASE WHEN inp.key IS NULL THEN inp.ord
+                              ELSE min(inp.ord) OVER (PARTITION BY inp.queue, inp.key) END)::integer
+                       AS src
+            FROM unnest(p_ids, p_queues, p_keys) WITH ORDINALITY AS inp(id, queue, key, ord)
+        ) t;
+    ELSE
+        v_src := ARRAY(SELECT generate_series(1, n));
+    END IF;
+
+    v_seqs := array_fill(NULL::bigint, ARRAY[n]);
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN v_existing[i] IS NOT NULL OR v_src[i] <> i;
+        v_seqs[i] := nextval('job_seq');
+        IF p_groups[i] IS NULL THEN
+            v_flat := v_flat || i;
+            CONTINUE;
+        END IF;
+        -- A grouped job: chain, head and insert under the group's lock, one
+        -- at a time, so later jobs of the batch see earlier ones.
+        SELECT * INTO g FROM groups WHERE queue = p_queues[i] AND group_key = p_groups[i];
+        v_run_at := coalesce(p_run_ats[i],
+                             greatest(g.last_run_at, p_now) + p_offsets[i] * interval '1 microsecond');
+        v_head := g.held_by IS NULL AND NOT EXISTS (
+            SELECT 1 FROM jobs WHERE queue = p_queues[i] AND group_key = p_groups[i] AND state < 3);
+        INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts, state,
+                          idempotency_key, created_at, updated_at, payload)
+        VALUES (p_ids[i], p_queues[i], p_tenants[i], p_groups[i], v_seqs[i], p_priorities[i],
+                v_run_at, p_max_attempts[i], CASE WHEN v_run_at <= p_now THEN 1 ELSE 0 END,
+                p_keys[i], p_now, p_now, p_payloads[i])
+        RETURNING * INTO j;
+        RETURN QUERY SELECT i, 1::smallint, (j).*;
+        IF v_head THEN
+            INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
+            VALUES (p_ids[i], p_queues[i], p_groups[i], p_priorities[i], v_run_at, v_seqs[i],
+                    v_run_at <= p_now);
+        END IF;
+        UPDATE groups SET last_run_at = greatest(last_run_at, v_run_at)
+        WHERE queue = p_queues[i] AND group_key = p_groups[i];
+    END LOOP;
+
+    -- Ungrouped jobs, all at once: each heads itself.
+    RETURN QUERY
+    WITH new AS (
+        INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
+                          state, idempotency_key, created_at, updated_at, payload)
+        SELECT t.id, t.queue, t.tenant, NULL, v_seqs[t.ord::integer], t.priority, r.run_at,
+               t.max_attempts,
+               CASE WHEN r.run_at <= p_now THEN 1 ELSE 0 END, t.key, p_now, p_now, t.payload
+        FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats, p_offsets,
+                    p_max_attempts, p_keys, p_payloads)
+             WITH ORDINALITY AS t(id, queue, tenant, grp, priority, run_at, off, max_attempts,
+                                  key, payload, ord)
+        CROSS JOIN LATERAL (
+            SELECT coalesce(t.run_at, p_now + t.off * interval '1 microsecond') AS run_at) r
+        WHERE t.grp IS NULL AND v_existing[t.ord::integer] IS NULL
+          AND v_src[t.ord::integer] = t.ord
+        RETURNING *
+    ), headed AS (
+        INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
+        SELECT new.id, new.queue, NULL, new.priority, new.run_at, new.seq, new.state = 1 FROM new
+    )
+    -- Seqs were drawn in input order: the k-th smallest seq is the k-th new
+    -- ungrouped position (no join, whatever the plan).
+    SELECT v_flat[(row_number() OVER (ORDER BY new.seq))::integer], 1::smallint, new.*
+    FROM new;
+
+    PERFORM pg_notify('wq:' || current_schema(), t.q) FROM (SELECT DISTINCT unnest(p_queues) AS q) t;
+
+    -- Jobs that existed, and repeats within the batch.
+    RETURN QUERY
+    SELECT t.ord, 0::smallint, x.*
+    FROM generate_series(1, n) AS t(ord)
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs
+        WHERE id = coalesce(v_existing[t.ord], v_existing[v_src[t.ord]], p_ids[v_src[t.ord]])) x
+    WHERE v_existing[t.ord] IS NOT NULL OR v_src[t.ord] <> t.ord;
+END $$;
+
+-- Hands out up to p_limit jobs of a queue: due heads in priority order,
+-- skipping heads another claim holds. Returns the jobs, now running.
+CREATE FUNCTION claim(p_queue text, p_limit integer, p_now timestamptz,
+                      p_lease_until timestamptz, p_worker text)
+RETURNS SETOF jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_paused boolean;
+BEGIN
+    SELECT paused INTO v_paused FROM queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
+    END IF;
+    IF v_paused OR p_limit <= 0 THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND NOT ready AND run_at <= p_now) THEN
+        PERFORM wq_promote(p_queue, p_now, 1000);
+    END IF;
+    RETURN QUERY
+    WITH picked AS (
+        DELETE FROM heads h
+        WHERE h.id = ANY(ARRAY(
+            SELECT id FROM heads
+            WHERE queue = p_queue AND ready
+            ORDER BY priority, run_at, seq
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED))
+        RETURNING h.id
+    )
+    UPDATE jobs j
+    SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
+        lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.*;
+END $$;
+
+-- Makes jobs that head their groups (or have none) claimable, all at once:
+-- available if due, scheduled otherwise, leases cleared; wakes their queues.
+CREATE FUNCTION wq_place_all(p_ids uuid[], p_now timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_queues text[];
+BEGIN
+    IF cardinality(p_ids) = 0 THEN
+        RETURN;
+    END IF;
+    WITH placed AS (
+        UPDATE jobs
+        SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
+            lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL
+        WHERE id = ANY(p_ids)
+        RETURNING id, queue, group_key, priority, run_at, seq, state
+    ), headed AS (
+        INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
+        SELECT id, queue, group_key, priority, run_at, seq, state = 1 FROM placed
+        RETURNING queue
+    )
+    SELECT array_agg(DISTINCT queue) INTO v_queues FROM headed;
+    PERFORM pg_notify('wq:' || current_schema(), q) FROM unnest(v_queues) AS t(q);
+END $$;
+
+-- Applies a batch of acknowledgements, each checked against its fencing
+-- token and lease expiry, set by set: every valid acknowledgement is for a
+-- running job, which heads its group, so groups move on together at the end.
+-- Returns one row per input: its position, the outcome and the new state.
+CREATE FUNCTION ack(p_ids uuid[], p_tokens bigint[], p_actions smallint[],
+                    p_run_ats timestamptz[], p_messages text[], p_now timestamptz)
+RETURNS SETOF job_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ord integer[];
+    v_outcome smallint[];
+    v_fate smallint[];
+    v_finished uuid[];
+    v_requeued uuid[];
+    v_next uuid[];
+    v_empty_queues text[];
+    v_empty_groups text[];
+    r job_result;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    -- Lock the jobs, in group order (the order every function takes locks
+    -- in), and judge each acknowledgement against its job. Fates: 3
+    -- completed, 4 dead, 5 cancelled, -1 back in line (retry, defer, release).
+    SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
+           array_agg(v.outcome ORDER BY inp.ord),
+           array_agg(CASE WHEN v.outcome <> 0 THEN NULL
+                          WHEN inp.action = 0 THEN 3
+                          WHEN j.cancel_requested THEN 5
+                          WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
+                          ELSE -1 END::smallint ORDER BY inp.ord)
+    INTO v_ord, v_outcome, v_fate
+    FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
+    LEFT JOIN (
+        SELECT id, state, lease_token, lease_expires_at, cancel_requested, attempt, max_attempts
+        FROM jobs WHERE id = ANY(p_ids)
+        ORDER BY queue, group_key, id
+        FOR UPDATE
+    ) j ON j.id = inp.id
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN j.id IS NULL THEN 2
+                    WHEN j.state <> 2 OR j.lease_token IS DISTINCT FROM inp.token
+                         OR j.lease_expires_at <= p_now THEN 1
+                    ELSE 0 END::smallint AS outcome) v;
+
+    -- Updates below find their rows by `id = ANY(...)` (index lookups) and
+    -- their values by position in the request.
+    SELECT coalesce(array_agg(p_ids[i]) FILTER (WHERE v_fate[i] IN (3, 4, 5)), '{}'),
+           coalesce(array_agg(p_ids[i]) FILTER (WHERE v_fate[i] = -1), '{}')
+    INTO v_finished, v_requeued
+    FROM generate_subscripts(p_ids, 1) AS i;
+
+    -- Terminal ones.
+    UPDATE jobs j
+    SET state = v_fate[array_position(p_ids, j.id)], finished_at = p_now, updated_at = p_now,
+        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,
+        last_error = CASE WHEN v_fate[array_position(p_ids, j.id)] = 4
+                          THEN coalesce(p_messages[array_position(p_ids, j.id)], j.last_error)
+                          ELSE j.last_error END
+    WHERE j.id = ANY(v_finished);
+
+    -- Back in line: the attempt is spent (retry) or given back (defer, release).
+    UPDATE jobs j
+    SET run_at = coalesce(p_run_ats[array_position(p_ids, j.id)], j.run_at),
+        last_error = coalesce(p_messages[array_position(p_ids, j.id)], j.last_error),
+        attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4)
+                       THEN greatest(j.attempt - 1, 0) ELSE j.attempt END
+    WHERE j.id = ANY(v_requeued);
+
+    -- Groups whose head finished, locked one by one in (queue, group) order
+    -- (LATERAL keeps each a key lookup): a dead head of a holding queue holds
+    -- its group; every other group moves on to its next job, or is forgotten
+    -- when nothing is left and its chain is past.
+    IF 4 = ANY(v_fate) THEN
+        PERFORM 1
+        FROM (SELECT queue, group_key FROM jobs
+              WHERE id = ANY(v_finished) AND group_key IS NOT NULL
+              ORDER BY queue, group_key) f
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM groups g
+            WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g;
+        UPDATE groups g SET held_by = j.id
+        FROM jobs j JOIN queues q ON q.name = j.queue
+        WHERE j.id = ANY(v_finished) AND j.state = 4 AND q.config->>'on_dead' = 'hold'
+          AND g.queue = j.queue AND g.group_key = j.group_key;
+    END IF;
+    SELECT coalesce(array_agg(n.id) FILTER (WHERE n.id IS NOT NULL), '{}'),
+           coalesce(array_agg(f.queue) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
+           coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}')
+    INTO v_next, v_empty_queues, v_empty_groups
+    FROM (SELECT queue, group_key FROM jobs
+          WHERE id = ANY(v_finished) AND group_key IS NOT NULL
+          ORDER BY queue, group_key) f
+    CROSS JOIN LATERAL (
+        SELECT held_by FROM groups g
+        WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g
+    LEFT JOIN LATERAL (
+        SELECT w.id FROM jobs w
+        WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
+        ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
+    FOR i IN 1 .. cardinality(v_empty_queues) LOOP
+        DELETE FROM groups
+        WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
+          AND held_by IS NULL AND last_run_at <= p_now;
+    END LOOP;
+    -- Completed and cancelled jobs of zero-retention queues leave at once.
+    IF cardinality(v_finished) > 0 THEN
+        DELETE FROM jobs j USING queues q
+        WHERE j.id = ANY(v_finished) AND j.state IN (3, 5) AND q.name = j.queue
+          AND (q.config->'retention'->>'completed')::bigint = 0;
+    END IF;
+    PERFORM wq_place_all(v_requeued || coalesce(v_next, '{}'), p_now);
+
+    FOR i IN 1 .. cardinality(p_ids) LOOP
+        r := NULL;
+        r.ord := v_ord[i];
+        r.outcome := v_outcome[i];
+        r.state := v_fate[i];
+        IF v_fate[i] = -1 THEN
+            SELECT state INTO r.state FROM jobs WHERE id = p_ids[i];
+        END IF;
+        RETURN NEXT r;
+    END LOOP;
+END $$;
+
+-- Acknowledges a batch, then claims: what a worker does after a batch of
+-- attempts, in one round trip and one transaction.
+--
+-- A transaction that claims nothing commits without waiting for the WAL
+-- flush: a server crash may then lose its acknowledgements, and those jobs,
+-- still leased from their durable claim, are rescued and run again, as after
+-- a worker crash. A claim always waits for the flush, so that a job never
+-- runs under a claim the server forgot.
+CREATE FUNCTION ack_and_claim(p_ids uuid[], p_tokens bigint[], p_actions smallint[],
+                              p_run_ats timestamptz[], p_messages text[], p_now timestamptz,
+                              p_queue text, p_limit integer, p_lease_until timestamptz,
+                              p_worker text)
+RETURNS SETOF job_result
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM ack(p_ids, p_tokens, p_actions, p_run_ats, p_messages, p_now);
+    IF p_queue IS NOT NULL THEN
+        RETURN QUERY
+        SELECT NULL::integer, NULL::smallint, c.*
+        FROM claim(p_queue, p_limit, p_now, p_lease_until, p_worker) c;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);
+END $$;
+
+-- Extends leases still held under their tokens. Returns one row per input.
+CREATE FUNCTION extend(p_ids uuid[], p_tokens bigint[], p_until timestamptz, p_now timestamptz)
+RETURNS TABLE (ord integer, outcome smallint)
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT * FROM unnest(p_ids, p_tokens) WITH ORDINALITY AS t(id, token, ord)
+    ), extended AS (
+        UPDATE jobs j SET lease_expires_at = p_until
+        FROM input
+        WHERE j.id = input.id AND j.state = 2 AND j.lease_token = input.token
+          AND j.lease_expires_at > p_now
+        RETURNING j.id, j.lease_token, j.cancel_requested
+    )
+    -- Matched on the token too: a stale lease on a job its holder claimed
+    -- again must still answer "lost".
+    SELECT input.ord::integer,
+           CASE WHEN e.id IS NULL THEN 2 WHEN e.cancel_requested THEN 1 ELSE 0 END::smallint
+    FROM input LEFT JOIN extended e ON e.id = input.id AND e.lease_token = input.token
+    ORDER BY input.ord
+$$;
+
+-- Takes back up to p_limit jobs whose lease lapsed: cancelled if that was
+-- asked, dead if no attempt is left, available again otherwise.
+CREATE FUNCTION rescue(p_now timestamptz, p_limit integer)
+RETURNS TABLE (retried integer, dead integer, cancelled integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    v_lapsed constant text := 'lease expired: the worker stopped heartbeating (crashed or stalled)';
+BEGIN
+    retried := 0;
+    dead := 0;
+    cancelled := 0;
+    FOR j IN
+        SELECT * FROM jobs
+        WHERE state = 2 AND lease_expires_at <= p_now
+        ORDER BY queue, group_key, id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        IF j.cancel_requested THEN
+            PERFORM wq_finish(j.id, 5::smallint, NULL, p_now);
+            cancelled := cancelled + 1;
+        ELSIF j.attempt >= j.max_attempts THEN
+            PERFORM wq_finish(j.id, 4::smallint, v_lapsed, p_now);
+            dead := dead + 1;
+        ELSE
+            UPDATE jobs SET last_error = v_lapsed WHERE id = j.id;
+            PERFORM wq_place(j.id, p_now);
+            retried := retried + 1;
+        END IF;
+    END LOOP;
+    RETURN NEXT;
+END $$;
+
+-- Cancels a waiting job at once, or asks a running one to stop. Returns one
+-- row: the outcome and the job as it is now.
+CREATE FUNCTION cancel(p_id uuid, p_now timestamptz) RETURNS SETOF job_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    j jobs;
+    now_row jobs;
+    r job_result;
+    v_outcome smallint := 0;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_id;
+    IF NOT FOUND THEN
+        r.ord := 1;
+        r.outcome := 2;
+        RETURN NEXT r;
+        RETURN;
+    END IF;
+    IF j.group_key IS NOT NULL THEN
+        PERFORM wq_lock_group(j.queue, j.group_key);
+    END IF;
+    DELETE FROM heads WHERE id = p_id;
+    SELECT * INTO j FROM jobs WHERE id = p_id FOR UPDATE;
+    IF j.state = 2 THEN
+        UPDATE jobs SET cancel_requested = true, updated_at = p_now WHERE id = p_id
+        RETURNING * INTO j;
+    ELSIF j.state < 2 THEN
+        PERFORM wq_finish(p_id, 5::smallint, NULL, p_now);
+        -- A zero-retention queue has dropped the job already: show what it was.
+        SELECT * INTO now_row FROM jobs WHERE id = p_id;
+        IF FOUND THEN
+            j := now_row;
+        ELSE
+            j.state := 5;
+            j.finished_at := p_now;
+            j.updated_at := p_now;
+        END IF;
+    ELSE
+        v_outcome := 1;
+    END IF;
+    RETURN QUERY SELECT 1, v_outcome, (j).*;
+END $$;
+
+-- The dead jobs an operation names: every one of a queue, or the given ids.
+CREATE FUNCTION wq_dead_ids(p_queue text, p_ids uuid[]) RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_ids IS NULL THEN
+        RETURN ARRAY(SELECT id FROM jobs WHERE queue = p_queue AND state = 4);
+    END IF;
+    RETURN ARRAY(SELECT id FROM jobs WHERE id = ANY(p_ids) AND state = 4);
+END $$;
+
+-- Makes dead jobs available again with fresh attempts: in place when the
+-- job still holds its group, at the back of its group otherwise.
+CREATE FUNCTION retry_dead(p_queue text, p_ids uuid[], p_now timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jobs;
+    j jobs;
+    g groups;
+    v_count integer := 0;
+BEGIN
+    FOR d IN
+        SELECT * FROM jobs
+        WHERE id = ANY(wq_dead_ids(p_queue, p_ids))
+        ORDER BY queue, group_key, seq
+    LOOP
+        g := NULL;
+        IF d.group_key IS NOT NULL THEN
+            g := wq_lock_group(d.queue, d.group_key);
+        END IF;
+        SELECT * INTO j FROM jobs WHERE id = d.id AND state = 4 FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        UPDATE jobs
+        SET attempt = 0, cancel_requested = false, run_at = p_now, finished_at = NULL,
+            state = 1, updated_at = p_now
+        WHERE id = j.id;
+        IF j.group_key IS NULL THEN
+            PERFORM wq_place(j.id, p_now);
+        ELSIF g.held_by = j.id THEN
+            UPDATE groups SET held_by = NULL WHERE queue = j.queue AND group_key = j.group_key;
+            PERFORM wq_place(j.id, p_now);
+        ELSE
+            UPDATE jobs SET seq = nextval('job_seq') WHERE id = j.id;
+            IF g.held_by IS NULL AND NOT EXISTS (
+                SELECT 1 FROM jobs
+                WHERE queue = j.queue AND group_key = j.group_key AND state < 3 AND id <> j.id)
+            THEN
+                PERFORM wq_place(j.id, p_now);
+            END IF;
+        END IF;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END $$;
+
+-- Deletes dead jobs; groups they held move on.
+CREATE FUNCTION purge_dead(p_queue text, p_ids uuid[], p_now timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jobs;
+    v_count integer := 0;
+BEGIN
+    FOR d IN
+        SELECT * FROM jobs
+        WHERE id = ANY(wq_dead_ids(p_queue, p_ids))
+        ORDER BY queue, group_key, seq
+    LOOP
+        v_count := v_count + wq_purge(d.id, p_now);
+    END LOOP;
+    RETURN v_count;
+END $$;
+
+-- Deletes up to p_limit finished jobs past their queue's retention.
+CREATE FUNCTION prune(p_now timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    q queues;
+    d record;
+    v_left integer := p_limit;
+    v_gone integer;
+BEGIN
+    FOR q IN SELECT * FROM queues ORDER BY name LOOP
+        EXIT WHEN v_left <= 0;
+        DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs
+            WHERE queue = q.name AND state IN (3, 5)
+              AND finished_at <= p_now - (q.config->'retention'->>'completed')::bigint
+                                         * interval '1 millisecond'
+            ORDER BY finished_at
+            LIMIT v_left);
+        GET DIAGNOSTICS v_gone = ROW_COUNT;
+        v_left := v_left - v_gone;
+        -- Dead jobs one at a time: a dead head may hold its group.
+        FOR d IN
+            SELECT id FROM jobs
+            WHERE queue = q.name AND state = 4
+              AND finished_at <= p_now - (q.config->'retention'->>'dead')::bigint
+                                         * interval '1 millisecond'
+            ORDER BY finished_at
+            LIMIT greatest(v_left, 0)
+        LOOP
+            v_left := v_left - wq_purge(d.id, p_now);
+        END LOOP;
+    END LOOP;
+    RETURN p_limit - v_left;
+END $$;

@@ -1,0 +1,245 @@
+//! # wq-postgres
+//!
+//! The Postgres backend of wq, on sqlx. Everything the engine promises holds
+//! across many worker processes sharing one database:
+//!
+//! - every operation is one function call, one round trip, one transaction
+//!   (`migrations/0002_functions.sql`);
+//! - a claim reads only `heads`, the table of jobs that may run next (ungrouped
+//!   jobs and group heads), with `FOR UPDATE SKIP LOCKED`, so its cost does not
+//!   grow with the backlog and claimers never wait for each other;
+//! - one job in flight per group is enforced by a unique index;
+//! - enqueues into one group serialize on the group's row, which makes
+//!   sequences, time chaining and idempotency keys atomic;
+//! - idle workers wake on `LISTEN`/`NOTIFY`.
+//!
+//! Tables live in a schema the application names, so several applications
+//! (and parallel tests) share one database.
+//!
+//! ```no_run
+//! use wq_core::{Client, Enqueue, QueueConfig};
+//! use wq_postgres::PgStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PgStore::connect("postgres://postgres@127.0.0.1:5432/postgres", "wq").await?;
+//! let client = Client::new(store.clone());
+//! client.declare_queue(QueueConfig::new("message")).await?;
+//! client.enqueue(Enqueue::new("message", &"hi").group("inst-1:5511999998888")).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod codec;
+mod error;
+mod listen;
+mod lock;
+mod sql;
+mod store;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio::task::AbortHandle;
+use wq_core::{StoreError, ValidationError, Wakeups};
+
+use sql::Sql;
+
+/// The schema's migrations, embedded in the crate.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The Postgres backend. Clones share one pool.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    sql: Sql,
+    wakeups: Arc<Wakeups>,
+    listener: AbortHandle,
+    /// When `heads` was last vacuumed (µs), see `PgStore::vacuum_heads`.
+    heads_vacuumed: AtomicI64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Options for connecting a [`PgStore`].
+#[derive(Clone, Debug)]
+pub struct PgStoreBuilder {
+    url: String,
+    schema: String,
+    max_connections: u32,
+    migrate: bool,
+    application_name: String,
+}
+
+impl PgStoreBuilder {
+    /// Most connections in the pool (default 10).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The `application_name` its connections show in `pg_stat_activity`
+    /// (default `wq`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// Whether to apply the migrations on connect (default yes).
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
+        self
+    }
+
+    /// Connects, migrates and starts listening for wake-ups.
+    pub async fn connect(self) -> Result<PgStore, StoreError> {
+        check_schema(&self.schema)?;
+        // The functions resolve names through the search_path: every
+        // connection starts with the schema as its search_path. Their
+        // statements look rows up by key, so one generic plan fits every
+        // call; without this, array arguments keep plpgsql re-planning each
+        // statement on every call, which costs more than running it.
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(error::store)?
+            .application_name(&self.application_name)
+            .options([
+                ("search_path", self.schema.as_str()),
+                ("plan_cache_mode", "force_generic_plan"),
+            ]);
+        if self.migrate {
+            migrate(options.clone(), &self.schema).await?;
+        }
+        // No ping before each use: it would double the round trips, and a
+        // dead connection fails its statement anyway (callers retry).
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(error::store)?;
+        let wakeups = Arc::new(Wakeups::new());
+        let listener = tokio::spawn(listen::run(
+            pool.clone(),
+            listen::channel(&self.schema),
+            wakeups.clone(),
+        ))
+        .abort_handle();
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                sql: Sql::new(&self.schema),
+                pool,
+                schema: self.schema,
+                wakeups,
+                listener,
+                heads_vacuumed: AtomicI64::new(0),
+            }),
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects to `url`, keeping wq's tables in `schema` (created and
+    /// migrated if needed).
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::builder(url, schema).connect().await
+    }
+
+    /// Options for a store in `schema` at `url`.
+    pub fn builder(url: &str, schema: &str) -> PgStoreBuilder {
+        PgStoreBuilder {
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            max_connections: 10,
+            migrate: true,
+            application_name: "wq".to_owned(),
+        }
+    }
+
+    /// The connection pool, for health checks and the application's own use.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding wq's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Closes the pool; workers must be shut down first.
+    pub async fn close(&self) {
+        self.inner.listener.abort();
+        self.inner.pool.close().await;
+    }
+}
+
+/// A schema name: a plain lower-case identifier, so it never needs escaping.
+fn check_schema(schema: &str) -> Result<(), ValidationError> {
+    let ok = (1..=48).contains(&schema.len())
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "schema",
+            format!(
+                "`{schema}` must be 1 to 48 characters of a-z, 0-9 and _, not starting with a digit"
+            ),
+        ))
+    }
+}
+
+/// Applies the migrations inside `schema`, creating it if needed, over a
+/// connection of its own (whose search_path is the schema, from `options`).
+async fn migrate(options: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(error::store)?;
+    // `check_schema` made the name a plain identifier.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    let created = sqlx::query(AssertSqlSafe(create)).execute(&pool).await;
+    let migrated = match created {
+        Ok(_) => MIGRATOR.run(&pool).await.map_err(StoreError::backend),
+        Err(e) => Err(error::store(e)),
+    };
+    pool.close().await;
+    migrated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema("wq").is_ok());
+        assert!(check_schema("wq_test_01").is_ok());
+        for bad in ["", "Wq", "1wq", "wq-x", "wq\"; drop", &"s".repeat(49)] {
+            assert_eq!(check_schema(bad).unwrap_err().field, "schema", "{bad}");
+        }
+    }
+}

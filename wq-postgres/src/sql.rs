@@ -1,0 +1,141 @@
+//! The statements the store sends, qualified with its schema once, at
+//! connect time, so no query depends on the session's `search_path`.
+//!
+//! This is the one place SQL is built from a runtime value: the schema name,
+//! which `check_schema` has restricted to `[a-z_][a-z0-9_]*`.
+
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+/// A statement built from the checked schema name.
+fn stmt(sql: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
+}
+
+/// Every statement of one store (cheap to clone: shared strings).
+#[derive(Debug)]
+pub struct Sql {
+    pub enqueue: SqlStr,
+    pub claim: SqlStr,
+    pub ack_and_claim: SqlStr,
+    pub extend: SqlStr,
+    pub rescue: SqlStr,
+    pub cancel: SqlStr,
+    pub retry_dead: SqlStr,
+    pub purge_dead: SqlStr,
+    pub prune: SqlStr,
+    pub promote: SqlStr,
+    pub vacuum_heads: SqlStr,
+    pub next_due: SqlStr,
+    pub declare_queue: SqlStr,
+    pub queue_info: SqlStr,
+    pub list_queues: SqlStr,
+    pub set_paused: SqlStr,
+    pub notify: SqlStr,
+    pub get: SqlStr,
+    pub list: SqlStr,
+    pub counts: SqlStr,
+    pub position: SqlStr,
+    pub acquire_lock: SqlStr,
+    pub renew_lock: SqlStr,
+    pub release_lock: SqlStr,
+}
+
+impl Sql {
+    /// The statements for `schema` (a validated identifier).
+    pub fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        Self {
+            enqueue: stmt(format!(
+                "SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            )),
+            claim: stmt(format!("SELECT * FROM {s}.claim($1, $2, $3, $4, $5)")),
+            ack_and_claim: stmt(format!(
+                "SELECT * FROM {s}.ack_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            )),
+            extend: stmt(format!(
+                "SELECT ord, outcome FROM {s}.extend($1, $2, $3, $4)"
+            )),
+            rescue: stmt(format!(
+                "SELECT retried, dead, cancelled FROM {s}.rescue($1, $2)"
+            )),
+            cancel: stmt(format!("SELECT * FROM {s}.cancel($1, $2)")),
+            retry_dead: stmt(format!("SELECT {s}.retry_dead($1, $2, $3)")),
+            purge_dead: stmt(format!("SELECT {s}.purge_dead($1, $2, $3)")),
+            prune: stmt(format!("SELECT {s}.prune($1, $2)")),
+            promote: stmt(format!(
+                "SELECT moved, CASE WHEN moved > 0 THEN {s}.wq_wake($1)::text END \
+                 FROM (SELECT {s}.wq_promote($1, $2, $3) AS moved) t"
+            )),
+            vacuum_heads: stmt(format!("VACUUM (SKIP_LOCKED) {s}.heads")),
+            next_due: stmt(format!(
+                "SELECT q.paused, \
+                        EXISTS (SELECT 1 FROM {s}.heads WHERE queue = $1 AND ready) AS ready, \
+                        (SELECT min(run_at) FROM {s}.heads WHERE queue = $1 AND NOT ready) AS next \
+                 FROM {s}.queues q WHERE q.name = $1"
+            )),
+            declare_queue: stmt(format!(
+                "INSERT INTO {s}.queues (name, config) VALUES ($1, $2::jsonb) \
+                 ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config"
+            )),
+            queue_info: stmt(format!(
+                "SELECT config::text AS config, paused FROM {s}.queues WHERE name = $1"
+            )),
+            list_queues: stmt(format!(
+                "SELECT config::text AS config, paused FROM {s}.queues ORDER BY name"
+            )),
+            set_paused: stmt(format!("UPDATE {s}.queues SET paused = $2 WHERE name = $1")),
+            notify: stmt(format!("SELECT {s}.wq_wake($1)::text")),
+            get: stmt(format!("SELECT * FROM {s}.jobs WHERE id = $1")),
+            list: stmt(format!(
+                "SELECT * FROM {s}.jobs \
+                 WHERE ($1::text IS NULL OR queue = $1) AND ($2::smallint IS NULL OR state = $2) \
+                   AND ($3::text IS NULL OR group_key = $3) AND ($4::uuid IS NULL OR id > $4) \
+                 ORDER BY id LIMIT $5"
+            )),
+            // Three parts, each served by its partial index; the first row
+            // tells an unknown queue (no row) from an empty one.
+            counts: stmt(format!(
+                "SELECT NULL::smallint AS state, 0::bigint AS n FROM {s}.queues WHERE name = $1 \
+                 UNION ALL SELECT state, count(*) FROM {s}.jobs \
+                   WHERE queue = $1 AND state < 2 GROUP BY state \
+                 UNION ALL SELECT 2::smallint, count(*) FROM {s}.jobs \
+                   WHERE queue = $1 AND state = 2 \
+                 UNION ALL SELECT state, count(*) FROM {s}.jobs \
+                   WHERE queue = $1 AND state >= 3 GROUP BY state"
+            )),
+            position: stmt(format!(
+                "SELECT j.state, j.group_key IS NOT NULL AS grouped, \
+                   (SELECT count(*) FROM {s}.jobs o \
+                     WHERE o.queue = j.queue AND o.group_key = j.group_key \
+                       AND o.state < 3 AND o.seq < j.seq) \
+                 + (SELECT count(*) FROM {s}.groups g JOIN {s}.jobs h ON h.id = g.held_by \
+                     WHERE g.queue = j.queue AND g.group_key = j.group_key AND h.seq < j.seq) \
+                   AS in_group, \
+                   (SELECT count(*) FROM {s}.jobs o \
+                     WHERE o.queue = j.queue AND o.state IN (0, 1) \
+                       AND (o.priority, o.run_at, o.seq) < (j.priority, j.run_at, j.seq)) \
+                   AS in_queue \
+                 FROM {s}.jobs j WHERE j.id = $1"
+            )),
+            acquire_lock: stmt(format!(
+                "INSERT INTO {s}.locks AS l (name, holder, token, expires_at) \
+                 VALUES ($1, $2, nextval('{s}.lease_tokens'), $4) \
+                 ON CONFLICT (name) DO UPDATE \
+                   SET holder = EXCLUDED.holder, token = EXCLUDED.token, \
+                       expires_at = EXCLUDED.expires_at \
+                   WHERE l.expires_at <= $3 \
+                 RETURNING name, holder, token, expires_at"
+            )),
+            renew_lock: stmt(format!(
+                "UPDATE {s}.locks SET expires_at = $4 \
+                 WHERE name = $1 AND token = $2 AND expires_at > $3 \
+                 RETURNING name, holder, token, expires_at"
+            )),
+            release_lock: stmt(format!(
+                "DELETE FROM {s}.locks WHERE name = $1 AND token = $2"
+            )),
+        }
+    }
+}

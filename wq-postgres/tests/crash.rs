@@ -1,0 +1,303 @@
+//! Crash tests: worker processes SIGKILLed mid-run, and connections
+//! terminated by the server, lose nothing and break no order.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use wq_core::{Client, Enqueue, QueueConfig, RetryPolicy};
+use wq_postgres::PgStore;
+
+const JOBS: u32 = 20_000;
+const GROUPS: u32 = 500;
+
+/// One handler event from a worker's ledger.
+#[derive(Debug, Clone)]
+struct Event {
+    at: u128,
+    done: bool,
+    job: String,
+    attempt: u32,
+    group: u32,
+    n: u32,
+    worker: String,
+}
+
+fn read_ledger(dir: &Path) -> Vec<Event> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("ledger dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("ledger file");
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            // A process killed mid-write leaves at most a torn last line.
+            if f.len() != 7 {
+                continue;
+            }
+            let num = |i: usize| f[i].parse::<u128>().expect("number in ledger");
+            events.push(Event {
+                at: num(0),
+                done: f[1] == "done",
+                job: f[2].to_owned(),
+                attempt: num(3) as u32,
+                group: num(4) as u32,
+                n: num(5) as u32,
+                worker: f[6].to_owned(),
+            });
+        }
+    }
+    events.sort_by_key(|e| e.at);
+    events
+}
+
+fn spawn(schema: &str, dir: &Path, name: &str) -> Child {
+    let ledger = dir.join(format!("{name}.ledger"));
+    Command::new(env!("CARGO_BIN_EXE_wq-postgres-crash-worker"))
+        .args([
+            support::url(),
+            schema.to_owned(),
+            ledger.display().to_string(),
+            name.to_owned(),
+        ])
+        .spawn()
+        .expect("start a worker process")
+}
+
+async fn enqueue_all(client: &Client<PgStore>) {
+    client
+        .declare_queue(
+            QueueConfig::new("crash")
+                .lease(Duration::from_secs(1))
+                .retry(RetryPolicy {
+                    max_attempts: 50,
+                    ..RetryPolicy::default()
+                }),
+        )
+        .await
+        .expect("declare");
+    let all: Vec<u32> = (0..JOBS).collect();
+    for chunk in all.chunks(2_000) {
+        let jobs = chunk.iter().map(|i| {
+            let (g, n) = (i % GROUPS, i / GROUPS);
+            Enqueue::new("crash", &serde_json::json!({ "g": g, "n": n })).group(format!("g{g}"))
+        });
+        client.enqueue_many(jobs).await.expect("enqueue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_processes_lose_nothing() {
+    support::server().await.expect("Postgres");
+    let schema = support::schema();
+    let store = PgStore::connect(&support::url(), &schema)
+        .await
+        .expect("store");
+    let client = Client::new(store.clone());
+    enqueue_all(&client).await;
+    let dir = std::env::temp_dir().join(&schema);
+    std::fs::create_dir_all(&dir).expect("ledger dir");
+
+    let mut workers: Vec<(String, Child)> = (0..3)
+        .map(|i| {
+            let name = format!("w{i}");
+            (name.clone(), spawn(&schema, &dir, &name))
+        })
+        .collect();
+    let mut killed: HashSet<String> = HashSet::new();
+    let mut next = 3;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(240);
+    let mut last_kill: Option<Instant> = None;
+    loop {
+        let counts = client.counts("crash").await.expect("counts");
+        if counts.pending() == 0 || Instant::now() > deadline {
+            break;
+        }
+        // Once work is under way, kill one worker every 600 ms, six times.
+        let due = last_kill.is_none_or(|t| t.elapsed() > Duration::from_millis(600));
+        if killed.len() < 6 && counts.completed >= 1_000 && due {
+            last_kill = Some(Instant::now());
+            let victim = killed.len() % workers.len();
+            let (name, mut child) = workers.remove(victim);
+            child.kill().expect("SIGKILL a worker");
+            let _ = child.wait();
+            killed.insert(name);
+            let name = format!("w{next}");
+            next += 1;
+            workers.push((name.clone(), spawn(&schema, &dir, &name)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (_, mut child) in workers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let counts = client.counts("crash").await.expect("counts");
+    let ledger = read_ledger(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let attempts: Vec<u32> = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!(
+        "SELECT attempt FROM \"{schema}\".jobs"
+    )))
+    .fetch_all(store.pool())
+    .await
+    .expect("attempts")
+    .into_iter()
+    .map(|a| a as u32)
+    .collect();
+    store.close().await;
+    support::drop_schema(&schema).await;
+
+    let mut per_worker: HashMap<&str, (usize, usize)> = HashMap::new();
+    for e in &ledger {
+        let c = per_worker.entry(e.worker.as_str()).or_default();
+        if e.done { c.1 += 1 } else { c.0 += 1 }
+    }
+    eprintln!(
+        "killed {killed:?}; starts/dones per worker {per_worker:?}; took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(killed.len(), 6, "workers killed mid-run");
+    assert_eq!(counts.completed, u64::from(JOBS), "no job lost: {counts:?}");
+    assert_eq!(
+        counts.total(),
+        u64::from(JOBS),
+        "no duplicate job: {counts:?}"
+    );
+    assert_eq!(attempts.len(), JOBS as usize, "rows stored");
+
+    // Per group, the first run of each job comes in enqueue order.
+    let mut first: HashMap<&str, &Event> = HashMap::new();
+    for e in ledger.iter().filter(|e| !e.done) {
+        first.entry(e.job.as_str()).or_insert(e);
+    }
+    let mut by_group: HashMap<u32, Vec<&Event>> = HashMap::new();
+    for e in first.values() {
+        by_group.entry(e.group).or_default().push(e);
+    }
+    for (g, mut runs) in by_group {
+        runs.sort_by_key(|e| e.at);
+        let order: Vec<u32> = runs.iter().map(|e| e.n).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "group {g} first ran in the order {order:?}"
+        );
+    }
+    assert_eq!(first.len(), JOBS as usize, "every job ran");
+
+    // Every attempt a kill cut short ran again elsewhere.
+    let done: HashSet<(&str, u32)> = ledger
+        .iter()
+        .filter(|e| e.done)
+        .map(|e| (e.job.as_str(), e.attempt))
+        .collect();
+    let mut cut = 0;
+    for e in ledger
+        .iter()
+        .filter(|e| !e.done && killed.contains(&e.worker))
+    {
+        if done.contains(&(e.job.as_str(), e.attempt)) {
+            continue;
+        }
+        cut += 1;
+        let rerun = ledger
+            .iter()
+            .any(|o| !o.done && o.job == e.job && o.attempt > e.attempt && o.worker != e.worker);
+        assert!(
+            rerun,
+            "job {} was cut short on {} and never ran again",
+            e.job, e.worker
+        );
+    }
+    assert!(
+        cut > 0,
+        "no kill landed while a handler ran; the test proved nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_reconnect_and_finish() {
+    use sqlx::Connection;
+    use std::sync::Arc;
+    use wq_testkit::conformance::{Ledger, Step, recording_handler, start_worker};
+
+    support::server().await.expect("Postgres");
+    let schema = support::schema();
+    let app = format!("wq-{schema}");
+    let store = PgStore::builder(&support::url(), &schema)
+        .application_name(app.clone())
+        .connect()
+        .await
+        .expect("store");
+    let client = Client::new(store.clone());
+    client
+        .declare_queue(
+            QueueConfig::new("cut")
+                .lease(Duration::from_secs(1))
+                .max_attempts(50),
+        )
+        .await
+        .expect("declare");
+    let (jobs, groups) = (3_000u32, 100u32);
+    let all: Vec<u32> = (0..jobs).collect();
+    for chunk in all.chunks(1_000) {
+        let batch = chunk.iter().map(|i| {
+            let g = format!("g{}", i % groups);
+            Enqueue::new("cut", &Step::ok(g.clone(), i / groups)).group(g)
+        });
+        client.enqueue_many(batch).await.expect("enqueue");
+    }
+    let ledger = Arc::new(Ledger::default());
+    let w1 = start_worker(&store, "cut", recording_handler(ledger.clone()), 8)
+        .await
+        .expect("worker");
+    let w2 = start_worker(&store, "cut", recording_handler(ledger.clone()), 8)
+        .await
+        .expect("worker");
+
+    let mut admin = sqlx::PgConnection::connect(&support::url())
+        .await
+        .expect("admin connection");
+    let mut rounds = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // The client's own connections are cut too: its errors are expected.
+        let pending = client.counts("cut").await.map(|c| c.pending()).unwrap_or(1);
+        if pending == 0 || Instant::now() > deadline {
+            break;
+        }
+        if rounds < 5 {
+            let cut: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&app)
+            .fetch_all(&mut admin)
+            .await
+            .expect("terminate");
+            if !cut.is_empty() {
+                rounds += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    w1.shutdown(Duration::from_secs(5)).await;
+    w2.shutdown(Duration::from_secs(5)).await;
+    let counts = client.counts("cut").await.expect("counts after the cuts");
+    store.close().await;
+    support::drop_schema(&schema).await;
+
+    assert_eq!(
+        rounds, 5,
+        "rounds of terminated connections while work was left"
+    );
+    assert_eq!(counts.completed, u64::from(jobs), "no job lost: {counts:?}");
+    assert_eq!(
+        counts.total(),
+        u64::from(jobs),
+        "no duplicate job: {counts:?}"
+    );
+    ledger
+        .check_fifo()
+        .expect("per-group order and one in flight");
+}
