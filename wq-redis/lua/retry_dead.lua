@@ -1,0 +1,36 @@
+-- Brings dead jobs back with fresh attempts: in place if the job still
+-- holds its group, else at the back of its group with a new sequence.
+-- ARGV: now, origin, then the selection (see dead_ids). Returns { woke, n }.
+local cfg = config()
+if not cfg then return redis.error_reply(UNKNOWN_QUEUE) end
+local now = ARGV[1]
+
+local function revive(id)
+  local jk = jkey(id)
+  local seq = redis.call('INCR', K.seq)
+  redis.call('ZREM', K.dead, id)
+  local f = redis.call('HMGET', jk, 'st', 'g')
+  redis.call('HSET', jk, 'at', 0, 'ra', now)
+  redis.call('HDEL', jk, 'cr', 'fa')
+  set_state(jk, f[1], 'available', now)
+  local g = f[2]
+  local runs_now = true
+  if g then
+    if redis.call('SISMEMBER', K.held, g) == 1 and redis.call('LINDEX', gkey(g), 0) == id then
+      redis.call('SREM', K.held, g)
+    else
+      redis.call('HSET', jk, 'sq', seq)
+      runs_now = redis.call('RPUSH', gkey(g), id) == 1
+    end
+  end
+  if runs_now then
+    requeue(id, now)
+  else
+    local p = redis.call('HMGET', jk, 'pr', 'ra', 'sq')
+    redis.call('ZADD', K.wait, 0, member(p[1], p[2], p[3], id))
+  end
+end
+
+local ids = dead_ids()
+for _, id in ipairs(ids) do revive(id) end
+return { flush(ARGV[2]), #ids }

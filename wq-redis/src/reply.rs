@@ -1,0 +1,188 @@
+//! Decoding script replies: jobs, outcomes, numbers.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use redis::Value;
+use wq_core::{GroupKey, Job, JobId, JobState, Lease, Payload, QueueName, StoreError, Timestamp};
+
+use crate::error::reply;
+
+/// The elements of an array reply.
+pub(crate) fn array(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(reply(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// An array reply of exactly `N` elements.
+pub(crate) fn tuple<const N: usize>(v: Value) -> Result<[Value; N], StoreError> {
+    let items = array(v)?;
+    let len = items.len();
+    items
+        .try_into()
+        .map_err(|_| reply(format!("expected {N} elements, got {len}")))
+}
+
+/// A text reply.
+pub(crate) fn text(v: &Value) -> Result<&str, StoreError> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).map_err(|e| reply(e.to_string())),
+        Value::SimpleString(s) => Ok(s),
+        other => Err(reply(format!("expected text, got {other:?}"))),
+    }
+}
+
+/// An integer reply, or an integer written as text (a sorted-set score).
+pub(crate) fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => parse_int(text(other)?),
+    }
+}
+
+fn parse_int(s: &str) -> Result<i64, StoreError> {
+    s.parse::<i64>().or_else(|_| {
+        // Scores come back as doubles; timestamps are exact below 2^53.
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && f.fract() == 0.0)
+            .map(|f| f as i64)
+            .ok_or_else(|| reply(format!("`{s}` is not an integer")))
+    })
+}
+
+/// A count reply.
+pub(crate) fn count(v: &Value) -> Result<u64, StoreError> {
+    let n = int(v)?;
+    u64::try_from(n).map_err(|_| reply(format!("negative count {n}")))
+}
+
+/// A state name.
+pub(crate) fn state(v: &Value) -> Result<JobState, StoreError> {
+    let s = text(v)?;
+    JobState::from_str(s).map_err(|e| reply(e.to_string()))
+}
+
+/// A job id.
+pub(crate) fn job_id(s: &str) -> Result<JobId, StoreError> {
+    JobId::from_str(s).map_err(|e| reply(format!("bad job id `{s}`: {e}")))
+}
+
+fn timestamp(s: &str) -> Result<Timestamp, StoreError> {
+    parse_int(s).map(Timestamp::from_micros)
+}
+
+fn number<T: FromStr>(field: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| reply(format!("field `{field}` holds `{s}`")))
+}
+
+/// The fields of a job hash, as stored by the scripts.
+#[derive(Default)]
+struct Fields {
+    tenant: Option<Arc<str>>,
+    group: Option<GroupKey>,
+    seq: Option<u64>,
+    priority: Option<i16>,
+    run_at: Option<Timestamp>,
+    attempt: Option<u32>,
+    max_attempts: Option<u32>,
+    state: Option<JobState>,
+    idempotency_key: Option<Arc<str>>,
+    token: Option<u64>,
+    lease_until: Option<Timestamp>,
+    worker: Option<Arc<str>>,
+    cancel_requested: bool,
+    last_error: Option<String>,
+    created_at: Option<Timestamp>,
+    updated_at: Option<Timestamp>,
+    finished_at: Option<Timestamp>,
+}
+
+impl Fields {
+    fn set(&mut self, name: &str, v: &str) -> Result<(), StoreError> {
+        // A job that holds no lease keeps its lease fields empty.
+        if v.is_empty() && matches!(name, "tk" | "lx" | "wk") {
+            return Ok(());
+        }
+        match name {
+            "tn" => self.tenant = Some(v.into()),
+            "g" => self.group = Some(GroupKey::from(v)),
+            "sq" => self.seq = Some(number(name, v)?),
+            "pr" => self.priority = Some(number(name, v)?),
+            "ra" => self.run_at = Some(timestamp(v)?),
+            "at" => self.attempt = Some(number(name, v)?),
+            "mx" => self.max_attempts = Some(number(name, v)?),
+            "st" => self.state = Some(JobState::from_str(v).map_err(|e| reply(e.to_string()))?),
+            "ik" => self.idempotency_key = Some(v.into()),
+            "tk" => self.token = Some(number(name, v)?),
+            "lx" => self.lease_until = Some(timestamp(v)?),
+            "wk" => self.worker = Some(v.into()),
+            "cr" => self.cancel_requested = v == "1",
+            "er" => self.last_error = Some(v.to_owned()),
+            "ca" => self.created_at = Some(timestamp(v)?),
+            "ua" => self.updated_at = Some(timestamp(v)?),
+            "fa" => self.finished_at = Some(timestamp(v)?),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn lease(&mut self) -> Option<Lease> {
+        Some(Lease {
+            token: self.token?,
+            expires_at: self.lease_until?,
+            worker: self.worker.take()?,
+        })
+    }
+}
+
+fn required<T>(id: JobId, field: &str, v: Option<T>) -> Result<T, StoreError> {
+    v.ok_or_else(|| reply(format!("job {id} has no `{field}`")))
+}
+
+/// A job as the scripts return it: `{ id, payload, { field, value, ... } }`.
+pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
+    let [id, payload, fields] = tuple::<3>(v)?;
+    let id = job_id(text(&id)?)?;
+    let payload = Payload::from_trusted(text(&payload)?);
+    let mut f = Fields::default();
+    for pair in array(fields)?.chunks(2) {
+        if let [name, value] = pair {
+            f.set(text(name)?, text(value)?)?;
+        }
+    }
+    let lease = f.lease();
+    Ok(Job {
+        id,
+        queue: queue.clone(),
+        tenant: f.tenant,
+        group: f.group,
+        seq: required(id, "sq", f.seq)?,
+        priority: required(id, "pr", f.priority)?,
+        run_at: required(id, "ra", f.run_at)?,
+        attempt: required(id, "at", f.attempt)?,
+        max_attempts: required(id, "mx", f.max_attempts)?,
+        state: required(id, "st", f.state)?,
+        idempotency_key: f.idempotency_key,
+        lease,
+        cancel_requested: f.cancel_requested,
+        last_error: f.last_error,
+        created_at: required(id, "ca", f.created_at)?,
+        updated_at: required(id, "ua", f.updated_at)?,
+        finished_at: f.finished_at,
+        payload,
+    })
+}
+
+/// A list of jobs.
+pub(crate) fn jobs(queue: &QueueName, v: Value) -> Result<Vec<Job>, StoreError> {
+    array(v)?.into_iter().map(|j| job(queue, j)).collect()
+}
+
+/// Whether a writing script published a wake-up.
+pub(crate) fn woke(v: &Value) -> Result<bool, StoreError> {
+    Ok(int(v)? != 0)
+}

@@ -1,0 +1,88 @@
+//! The Lua scripts, compiled into the binary and called by SHA (loaded on
+//! first use, and again after a server restart or `SCRIPT FLUSH`).
+//!
+//! Every per-queue script starts with `lua/lib/core.lua` (key names,
+//! counts, wake-ups, the group line) and touches only keys under the
+//! queue's hash tag, passed as `KEYS[1]`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Builds a script from files under `lua/`, behind a shebang so the server
+/// refuses a writing script up front when it is out of memory rather than
+/// stopping it half way.
+macro_rules! script {
+    ($shebang:literal; $($file:literal),+) => {
+        Script::new(concat!($shebang, "\n", $(include_str!(concat!("../lua/", $file)), "\n"),+))
+    };
+}
+
+/// Every script wq-redis runs.
+pub(crate) struct Scripts {
+    pub enqueue: Script,
+    pub claim: Script,
+    pub ack: Script,
+    pub ack_claim: Script,
+    pub extend: Script,
+    pub rescue: Script,
+    pub cancel: Script,
+    pub retry_dead: Script,
+    pub purge_dead: Script,
+    pub prune: Script,
+    pub promote: Script,
+    pub pause: Script,
+    pub next_due: Script,
+    pub position: Script,
+    pub list: Script,
+    pub lock_acquire: Script,
+    pub lock_renew: Script,
+    pub lock_release: Script,
+}
+
+impl Scripts {
+    /// All of them, for loading at connect.
+    pub fn all(&self) -> [&Script; 18] {
+        [
+            &self.enqueue,
+            &self.claim,
+            &self.ack,
+            &self.ack_claim,
+            &self.extend,
+            &self.rescue,
+            &self.cancel,
+            &self.retry_dead,
+            &self.purge_dead,
+            &self.prune,
+            &self.promote,
+            &self.pause,
+            &self.next_due,
+            &self.position,
+            &self.list,
+            &self.lock_acquire,
+            &self.lock_renew,
+            &self.lock_release,
+        ]
+    }
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: script!("#!lua"; "lib/core.lua", "enqueue.lua"),
+    claim: script!("#!lua"; "lib/core.lua", "lib/claim.lua", "claim.lua"),
+    ack: script!("#!lua"; "lib/core.lua", "lib/ack.lua", "ack.lua"),
+    ack_claim: script!("#!lua"; "lib/core.lua", "lib/ack.lua", "lib/claim.lua", "ack_claim.lua"),
+    extend: script!("#!lua"; "lib/core.lua", "extend.lua"),
+    rescue: script!("#!lua"; "lib/core.lua", "rescue.lua"),
+    cancel: script!("#!lua"; "lib/core.lua", "cancel.lua"),
+    retry_dead: script!("#!lua"; "lib/core.lua", "lib/dead.lua", "retry_dead.lua"),
+    purge_dead: script!("#!lua"; "lib/core.lua", "lib/dead.lua", "purge_dead.lua"),
+    prune: script!("#!lua"; "lib/core.lua", "prune.lua"),
+    promote: script!("#!lua"; "lib/core.lua", "promote.lua"),
+    pause: script!("#!lua"; "lib/core.lua", "pause.lua"),
+    next_due: script!("#!lua flags=no-writes"; "lib/core.lua", "next_due.lua"),
+    position: script!("#!lua flags=no-writes"; "lib/core.lua", "position.lua"),
+    list: script!("#!lua flags=no-writes"; "lib/core.lua", "list.lua"),
+    lock_acquire: script!("#!lua"; "lock/acquire.lua"),
+    lock_renew: script!("#!lua"; "lock/renew.lua"),
+    lock_release: script!("#!lua"; "lock/release.lua"),
+});
