@@ -198,16 +198,16 @@ BEGIN
         ON CONFLICT (queue, group_key) DO UPDATE SET held_by = cur.held_by;
     END IF;
 
-    -- Each input's job: the stored one with its id or key... (LATERAL keeps
-    -- these key lookups: a generic plan could otherwise hash-join all jobs.)
-    SELECT array_agg(coalesce(byid.id, bykey.id) ORDER BY inp.ord)
+    -- Each input's job: the stored one with its id or key... (Scalar
+    -- subqueries, because the planner never turns them into joins: a generic
+    -- plan made while the table was small would otherwise hash-join every job.)
+    SELECT array_agg(coalesce(
+               (SELECT id FROM jobs WHERE id = inp.id),
+               (SELECT id FROM jobs
+                WHERE inp.key IS NOT NULL AND queue = inp.queue AND idempotency_key = inp.key))
+           ORDER BY inp.ord)
     INTO v_existing
-    FROM unnest(p_ids, p_queues, p_keys) WITH ORDINALITY AS inp(id, queue, key, ord)
-    LEFT JOIN LATERAL (SELECT id FROM jobs WHERE id = inp.id) byid ON true
-    LEFT JOIN LATERAL (
-        SELECT id FROM jobs
-        WHERE inp.key IS NOT NULL AND queue = inp.queue AND idempotency_key = inp.key) bykey
-      ON true;
+    FROM unnest(p_ids, p_queues, p_keys) WITH ORDINALITY AS inp(id, queue, key, ord);
     -- ...or the first input of the batch with the same id or key, or its own.
     IF n > 1 AND (
         (SELECT count(DISTINCT x) FROM unnest(p_ids) AS t(x)) < n
