@@ -25,6 +25,11 @@ const MIN_IDLE: Duration = Duration::from_millis(2);
 /// Most acknowledgements stored in one round trip.
 const ACK_BATCH: usize = 512;
 
+/// Most scheduler passes a turn waits for attempts still running, and how
+/// many in a row may bring none before it stops waiting.
+const GATHER_PASSES: usize = 16;
+const GATHER_QUIET: usize = 3;
+
 /// The runner's channel: every finished attempt reports here, with the
 /// acknowledgement to store (none when its lease was lost).
 pub(crate) type Done = mpsc::UnboundedSender<Option<Ack>>;
@@ -81,12 +86,8 @@ impl<B: Backend> Runner<B> {
             if self.shared.control.is_crashed() || (stopping && self.running == 0) {
                 return;
             }
-            while finished.count < ACK_BATCH {
-                match self.done_rx.try_recv() {
-                    Ok(ack) => finished.add(ack),
-                    Err(_) => break,
-                }
-            }
+            self.drain(&mut finished);
+            self.gather(&mut finished).await;
             // A finished attempt may have let its group's next job through,
             // so finishing always earns a claim while slots are free.
             let free = self.queue.concurrency - (self.running - finished.count);
@@ -98,6 +99,40 @@ impl<B: Backend> Runner<B> {
             let limit = free.min(self.queue.claim_batch);
             self.turn(std::mem::take(&mut finished), claim.then_some(limit))
                 .await;
+        }
+    }
+
+    /// Takes the finished attempts already reported, up to a batch.
+    fn drain(&mut self, finished: &mut Finished) {
+        while finished.count < ACK_BATCH {
+            match self.done_rx.try_recv() {
+                Ok(ack) => finished.add(ack),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// While other attempts are still running, lets them run on for a few
+    /// scheduler passes before the turn, until passes stop bringing any in:
+    /// the first attempt to finish would otherwise take a round trip alone,
+    /// and the rest the next one, halving every batch.
+    async fn gather(&mut self, finished: &mut Finished) {
+        let mut quiet = 0;
+        for _ in 0..GATHER_PASSES {
+            let before = finished.count;
+            if before == 0 || before >= self.running || before >= ACK_BATCH {
+                return;
+            }
+            tokio::task::yield_now().await;
+            self.drain(finished);
+            quiet = if finished.count == before {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet == GATHER_QUIET {
+                return;
+            }
         }
     }
 
