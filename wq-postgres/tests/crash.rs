@@ -239,7 +239,7 @@ async fn terminated_connections_reconnect_and_finish() {
         )
         .await
         .expect("declare");
-    let (jobs, groups) = (3_000u32, 100u32);
+    let (jobs, groups) = (10_000u32, 100u32);
     let all: Vec<u32> = (0..jobs).collect();
     for chunk in all.chunks(1_000) {
         let batch = chunk.iter().map(|i| {
@@ -279,7 +279,7 @@ async fn terminated_connections_reconnect_and_finish() {
                 rounds += 1;
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     w1.shutdown(Duration::from_secs(5)).await;
     w2.shutdown(Duration::from_secs(5)).await;
