@@ -168,14 +168,15 @@ DECLARE
     v_missing text;
     v_existing uuid[];
     v_src integer[];
-    v_seqs bigint[];
-    -- Positions of the new ungrouped jobs, ascending (so are their seqs).
-    v_flat integer[] := '{}';
+    v_grouped boolean := cardinality(array_remove(p_groups, NULL)) > 0;
+    v_seq bigint;
+    -- Positions of the new ungrouped jobs, ascending.
+    v_flat integer[];
     v_run_at timestamptz;
     v_head boolean;
     g groups;
     j jobs;
-    i integer;
+    v_in record;
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -189,7 +190,7 @@ BEGIN
     -- Lock every group of the batch, in one order so that concurrent batches
     -- cannot deadlock. Sequences are taken under these locks, so within a
     -- group they follow commit order.
-    IF cardinality(array_remove(p_groups, NULL)) > 0 THEN
+    IF v_grouped THEN
         INSERT INTO groups AS cur (queue, group_key, last_run_at)
         SELECT DISTINCT t.q_name, t.g_key, '-infinity'::timestamptz
         FROM unnest(p_queues, p_groups) AS t(q_name, g_key)
@@ -227,43 +228,55 @@ BEGIN
         v_src := ARRAY(SELECT generate_series(1, n));
     END IF;
 
-    v_seqs := array_fill(NULL::bigint, ARRAY[n]);
-    FOR i IN 1 .. n LOOP
-        CONTINUE WHEN v_existing[i] IS NOT NULL OR v_src[i] <> i;
-        v_seqs[i] := nextval('job_seq');
-        IF p_groups[i] IS NULL THEN
-            v_flat := v_flat || i;
-            CONTINUE;
-        END IF;
-        -- A grouped job: chain, head and insert under the group's lock, one
-        -- at a time, so later jobs of the batch see earlier ones.
-        SELECT * INTO g FROM groups WHERE queue = p_queues[i] AND group_key = p_groups[i];
-        v_run_at := coalesce(p_run_ats[i],
-                             greatest(g.last_run_at, p_now) + p_offsets[i] * interval '1 microsecond');
-        v_head := g.held_by IS NULL AND NOT EXISTS (
-            SELECT 1 FROM jobs WHERE queue = p_queues[i] AND group_key = p_groups[i] AND state < 3);
-        INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts, state,
-                          idempotency_key, created_at, updated_at, payload)
-        VALUES (p_ids[i], p_queues[i], p_tenants[i], p_groups[i], v_seqs[i], p_priorities[i],
-                v_run_at, p_max_attempts[i], CASE WHEN v_run_at <= p_now THEN 1 ELSE 0 END,
-                p_keys[i], p_now, p_now, p_payloads[i])
-        RETURNING * INTO j;
-        RETURN QUERY SELECT i, 1::smallint, (j).*;
-        IF v_head THEN
-            INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
-            VALUES (p_ids[i], p_queues[i], p_groups[i], p_priorities[i], v_run_at, v_seqs[i],
-                    v_run_at <= p_now);
-        END IF;
-        UPDATE groups SET last_run_at = greatest(last_run_at, v_run_at)
-        WHERE queue = p_queues[i] AND group_key = p_groups[i];
-    END LOOP;
+    -- Grouped jobs: chain, head and insert under the group's lock, one at a
+    -- time, so later jobs of the batch see earlier ones. (The inputs come
+    -- from unnest: subscripting a text array walks it from the start.)
+    IF v_grouped THEN
+        FOR v_in IN
+            SELECT t.* FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats,
+                                   p_offsets, p_max_attempts, p_keys, p_payloads)
+                 WITH ORDINALITY AS t(id, queue, tenant, grp, priority, run_at, off, max_attempts,
+                                      key, payload, ord)
+            WHERE t.grp IS NOT NULL AND v_existing[t.ord::integer] IS NULL
+              AND v_src[t.ord::integer] = t.ord
+            ORDER BY t.ord
+        LOOP
+            v_seq := nextval('job_seq');
+            SELECT * INTO g FROM groups WHERE queue = v_in.queue AND group_key = v_in.grp;
+            v_run_at := coalesce(v_in.run_at,
+                                 greatest(g.last_run_at, p_now)
+                                     + v_in.off * interval '1 microsecond');
+            v_head := g.held_by IS NULL AND NOT EXISTS (
+                SELECT 1 FROM jobs WHERE queue = v_in.queue AND group_key = v_in.grp AND state < 3);
+            INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
+                              state, idempotency_key, created_at, updated_at, payload)
+            VALUES (v_in.id, v_in.queue, v_in.tenant, v_in.grp, v_seq, v_in.priority, v_run_at,
+                    v_in.max_attempts, CASE WHEN v_run_at <= p_now THEN 1 ELSE 0 END, v_in.key,
+                    p_now, p_now, v_in.payload)
+            RETURNING * INTO j;
+            RETURN QUERY SELECT v_in.ord::integer, 1::smallint, (j).*;
+            IF v_head THEN
+                INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
+                VALUES (v_in.id, v_in.queue, v_in.grp, v_in.priority, v_run_at, v_seq,
+                        v_run_at <= p_now);
+            END IF;
+            UPDATE groups SET last_run_at = greatest(last_run_at, v_run_at)
+            WHERE queue = v_in.queue AND group_key = v_in.grp;
+        END LOOP;
+    END IF;
 
-    -- Ungrouped jobs, all at once: each heads itself.
+    -- Ungrouped jobs, all at once: each heads itself. Their seqs are drawn
+    -- as the input scan goes, in input order, so the k-th smallest seq is
+    -- the k-th new ungrouped position (the caller checks the ids match).
+    v_flat := ARRAY(SELECT t.k::integer FROM unnest(p_groups) WITH ORDINALITY AS t(grp, k)
+                    WHERE t.grp IS NULL AND v_existing[t.k::integer] IS NULL
+                      AND v_src[t.k::integer] = t.k
+                    ORDER BY t.k);
     RETURN QUERY
     WITH new AS (
         INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
                           state, idempotency_key, created_at, updated_at, payload)
-        SELECT t.id, t.queue, t.tenant, NULL, v_seqs[t.ord::integer], t.priority, r.run_at,
+        SELECT t.id, t.queue, t.tenant, NULL, nextval('job_seq'), t.priority, r.run_at,
                t.max_attempts,
                CASE WHEN r.run_at <= p_now THEN 1 ELSE 0 END, t.key, p_now, p_now, t.payload
         FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats, p_offsets,
@@ -279,8 +292,6 @@ BEGIN
         INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
         SELECT new.id, new.queue, NULL, new.priority, new.run_at, new.seq, new.state = 1 FROM new
     )
-    -- Seqs were drawn in input order: the k-th smallest seq is the k-th new
-    -- ungrouped position (no join, whatever the plan).
     SELECT v_flat[(row_number() OVER (ORDER BY new.seq))::integer], 1::smallint, new.*
     FROM new;
 

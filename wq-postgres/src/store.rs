@@ -287,6 +287,16 @@ impl Store for PgStore {
                 jobs.len()
             )));
         }
+        // The function maps new rows back to inputs by the order of their
+        // sequence numbers; a created job must carry its input's id.
+        if let Some(k) =
+            (0..jobs.len()).find(|&k| stored[k].created && stored[k].job.id != jobs[k].id)
+        {
+            return Err(StoreError::backend(format!(
+                "enqueue returned job {} for input {k}, which has id {}",
+                stored[k].job.id, jobs[k].id
+            )));
+        }
         let queues: BTreeSet<&QueueName> = jobs.iter().map(|j| &j.queue).collect();
         self.wake_local(queues);
         Ok(stored)
