@@ -295,7 +295,10 @@ BEGIN
     SELECT v_flat[(row_number() OVER (ORDER BY new.seq))::integer], 1::smallint, new.*
     FROM new;
 
-    PERFORM pg_notify('wq:' || current_schema(), t.q) FROM (SELECT DISTINCT unnest(p_queues) AS q) t;
+    -- Tagged with the enqueuing store's origin, whose listener skips it.
+    PERFORM pg_notify('wq:' || current_schema(),
+                      concat_ws(' ', t.q, nullif(current_setting('wq.origin', true), '')))
+    FROM (SELECT DISTINCT unnest(p_queues) AS q) t;
 
     -- Jobs that existed, and repeats within the batch.
     RETURN QUERY

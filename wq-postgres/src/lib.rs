@@ -118,12 +118,16 @@ impl PgStoreBuilder {
         // statements look rows up by key, so one generic plan fits every
         // call; without this, array arguments keep plpgsql re-planning each
         // statement on every call, which costs more than running it.
+        // Enqueues tag their notifications with this store's origin: its own
+        // listener skips them, as the enqueue already woke its workers.
+        let origin = uuid::Uuid::now_v7().simple().to_string();
         let options = PgConnectOptions::from_str(&self.url)
             .map_err(error::store)?
             .application_name(&self.application_name)
             .options([
                 ("search_path", self.schema.as_str()),
                 ("plan_cache_mode", "force_generic_plan"),
+                (listen::ORIGIN_SETTING, origin.as_str()),
             ]);
         if self.migrate {
             migrate(options.clone(), &self.schema).await?;
@@ -141,6 +145,7 @@ impl PgStoreBuilder {
         let listener = tokio::spawn(listen::run(
             pool.clone(),
             listen::channel(&self.schema),
+            origin,
             wakeups.clone(),
         ))
         .abort_handle();

@@ -21,10 +21,14 @@ pub fn channel(schema: &str) -> String {
     format!("wq:{schema}")
 }
 
+/// The session setting that names a store's connections' origin, which
+/// the enqueue function appends to its notifications.
+pub const ORIGIN_SETTING: &str = "wq.origin";
+
 /// Listens until the task is aborted (when the store is dropped).
-pub async fn run(pool: PgPool, channel: String, wakeups: Arc<Wakeups>) {
+pub async fn run(pool: PgPool, channel: String, origin: String, wakeups: Arc<Wakeups>) {
     loop {
-        if let Err(e) = listen(&pool, &channel, &wakeups).await {
+        if let Err(e) = listen(&pool, &channel, &origin, &wakeups).await {
             tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
         }
         wakeups.wake_all();
@@ -32,13 +36,24 @@ pub async fn run(pool: PgPool, channel: String, wakeups: Arc<Wakeups>) {
     }
 }
 
-async fn listen(pool: &PgPool, channel: &str, wakeups: &Wakeups) -> Result<(), sqlx::Error> {
+async fn listen(
+    pool: &PgPool,
+    channel: &str,
+    origin: &str,
+    wakeups: &Wakeups,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(channel).await?;
     wakeups.wake_all();
     loop {
         match listener.try_recv().await? {
-            Some(n) => wakeups.wake(&QueueName::from(n.payload())),
+            // A payload is a queue name (which has no spaces), then the
+            // enqueuing store's origin if an enqueue sent it.
+            Some(n) => match n.payload().split_once(' ') {
+                Some((_, from)) if from == origin => {}
+                Some((queue, _)) => wakeups.wake(&QueueName::from(queue)),
+                None => wakeups.wake(&QueueName::from(n.payload())),
+            },
             // The connection dropped and was reopened: anything sent in
             // between is lost, so everyone looks again.
             None => wakeups.wake_all(),
