@@ -130,6 +130,12 @@ pub struct AckedAndClaimed {
     pub acks: Vec<AckOutcome>,
     /// The jobs claimed.
     pub jobs: Vec<Job>,
+    /// For a claim that came back short, what [`Scheduler::next_due`] would
+    /// answer, if the backend found it in the same call; `None` when it did
+    /// not look, and the worker asks.
+    ///
+    /// [`Scheduler::next_due`]: crate::Scheduler::next_due
+    pub next_due: Option<Option<Timestamp>>,
 }
 
 /// A lease to extend: a job and the token its holder got.
@@ -400,7 +406,11 @@ pub trait Store: Send + Sync + 'static {
                 Some(req) => self.claim(req).await?,
                 None => Vec::new(),
             };
-            Ok(AckedAndClaimed { acks, jobs })
+            Ok(AckedAndClaimed {
+                acks,
+                jobs,
+                next_due: None,
+            })
         }
     }
 

@@ -118,11 +118,24 @@ impl Store for MemoryStore {
     ) -> Result<AckedAndClaimed, StoreError> {
         self.with(|s| {
             let acks = s.ack(acks, now);
-            let jobs = match claim {
-                Some(req) => s.claim(req)?,
-                None => Vec::new(),
+            let (jobs, next_due) = match claim {
+                Some(req) => {
+                    let jobs = s.claim(req)?;
+                    let short = jobs.len() < req.limit;
+                    let next = if short {
+                        Some(s.next_due(&req.queue, req.now)?)
+                    } else {
+                        None
+                    };
+                    (jobs, next)
+                }
+                None => (Vec::new(), None),
             };
-            Ok(AckedAndClaimed { acks, jobs })
+            Ok(AckedAndClaimed {
+                acks,
+                jobs,
+                next_due,
+            })
         })
     }
 

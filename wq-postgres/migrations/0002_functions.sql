@@ -513,17 +513,36 @@ CREATE FUNCTION ack_and_claim(p_ids uuid[], p_tokens bigint[], p_actions smallin
                               p_worker text)
 RETURNS SETOF job_result
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_claimed bigint := 0;
+    v_next job_result;
 BEGIN
     RETURN QUERY SELECT * FROM ack(p_ids, p_tokens, p_actions, p_run_ats, p_messages, p_now);
     IF p_queue IS NOT NULL THEN
         RETURN QUERY
         SELECT NULL::integer, NULL::smallint, c.*
         FROM claim(p_queue, p_limit, p_now, p_lease_until, p_worker) c;
-        IF FOUND THEN
-            RETURN;
+        GET DIAGNOSTICS v_claimed = ROW_COUNT;
+        -- A short claim also answers when to look again (outcome 2, in
+        -- run_at; NULL when nothing waits or the queue is paused), saving
+        -- the worker a round trip.
+        IF v_claimed < p_limit THEN
+            v_next.outcome := 2;
+            SELECT CASE
+                       WHEN q.paused THEN NULL
+                       WHEN EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND ready) THEN p_now
+                       ELSE (SELECT min(run_at) FROM heads WHERE queue = p_queue AND NOT ready)
+                   END
+            INTO v_next.run_at
+            FROM queues q WHERE q.name = p_queue;
+            RETURN NEXT v_next;
         END IF;
     END IF;
-    PERFORM set_config('synchronous_commit', 'off', true);
+    -- Nothing claimed: only acknowledgements, which may commit without
+    -- waiting for the flush (see docs/postgres.md).
+    IF v_claimed = 0 THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
 END $$;
 
 -- Extends leases still held under their tokens. Returns one row per input.

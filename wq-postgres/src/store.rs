@@ -13,7 +13,7 @@ use wq_core::{
 };
 
 use crate::PgStore;
-use crate::codec::{self, to_pg};
+use crate::codec::{self, from_pg, to_pg};
 use crate::error::{self, UNIQUE_VIOLATION};
 use crate::error::{first, only};
 
@@ -109,6 +109,30 @@ fn ack_outcomes(rows: &[PgRow], expected: usize) -> Result<Vec<AckOutcome>, sqlx
         *slot = codec::ack_outcome(row.try_get("outcome")?, row.try_get("state")?)?;
     }
     Ok(out)
+}
+
+/// The outcome code of the row that carries a short claim's next due time.
+const NEXT_DUE: i16 = 2;
+
+/// The jobs `ack_and_claim` returned (the rows without a position), and the
+/// next due time it reported for a short claim.
+type Claimed = (Vec<Job>, Option<Option<Timestamp>>);
+
+fn claimed(rows: &[PgRow]) -> Result<Claimed, sqlx::Error> {
+    let mut jobs = Vec::new();
+    let mut next_due = None;
+    for row in rows {
+        if row.try_get::<Option<i32>, _>("ord")?.is_some() {
+            continue;
+        }
+        if row.try_get::<Option<i16>, _>("outcome")? == Some(NEXT_DUE) {
+            let at: Option<DateTime<Utc>> = row.try_get("run_at")?;
+            next_due = Some(at.map(from_pg));
+        } else {
+            jobs.push(codec::job(row)?);
+        }
+    }
+    Ok((jobs, next_due))
 }
 
 fn claim_args(
@@ -350,19 +374,11 @@ impl Store for PgStore {
             .await
             .map_err(error::store)?;
         let outcomes = ack_outcomes(&rows, acks.len()).map_err(error::store)?;
-        let mut jobs = Vec::new();
-        for row in &rows {
-            if row
-                .try_get::<Option<i32>, _>("ord")
-                .map_err(error::store)?
-                .is_none()
-            {
-                jobs.push(codec::job(row).map_err(error::store)?);
-            }
-        }
+        let (jobs, next_due) = claimed(&rows).map_err(error::store)?;
         Ok(AckedAndClaimed {
             acks: outcomes,
             jobs,
+            next_due,
         })
     }
 

@@ -68,7 +68,11 @@ impl RedisStore {
                 Some(req) => self.claim_jobs(req).await?,
                 None => Vec::new(),
             };
-            return Ok(AckedAndClaimed { acks, jobs });
+            return Ok(AckedAndClaimed {
+                acks,
+                jobs,
+                next_due: None,
+            });
         };
         let batch: Vec<&Ack> = acks.iter().collect();
         let rest = self
@@ -88,6 +92,7 @@ impl RedisStore {
         Ok(AckedAndClaimed {
             acks: outcomes,
             jobs: claimed,
+            next_due: None,
         })
     }
 

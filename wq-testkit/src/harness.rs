@@ -162,6 +162,24 @@ pub async fn claim<B: Store>(
         .await?)
 }
 
+/// Claims through `ack_and_claim` with nothing to acknowledge, and checks
+/// the next due time it may bring against `Scheduler::next_due`.
+pub async fn claim_with_next_due<B: Backend>(
+    backend: &B,
+    queue: &str,
+    limit: usize,
+    now: Timestamp,
+    lease: Duration,
+) -> Result<Vec<Job>, Failure> {
+    let req = ClaimRequest::new(queue, limit, now, now + lease, "test-worker");
+    let done = backend.ack_and_claim(&[], Some(&req), now).await?;
+    if let Some(brought) = done.next_due {
+        let asked = backend.next_due(&queue.into(), now).await?;
+        ensure_eq!(brought, asked, "next due from the claim and from next_due");
+    }
+    Ok(done.jobs)
+}
+
 /// The fencing token a claimed job carries.
 pub fn token(job: &Job) -> Result<u64, Failure> {
     job.lease

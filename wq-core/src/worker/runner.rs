@@ -160,7 +160,7 @@ impl<B: Backend> Runner<B> {
                 self.record(&finished.acks, &done.acks);
                 self.running -= finished.count;
                 if let Some(req) = req {
-                    self.start(req, done.jobs).await;
+                    self.start(req, done.jobs, done.next_due).await;
                 }
             }
             Err(e) => {
@@ -239,8 +239,14 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Starts the jobs a claim returned; a short claim makes the runner idle
-    /// until a wake-up or the next due job.
-    async fn start(&mut self, req: ClaimRequest, jobs: Vec<crate::Job>) {
+    /// until a wake-up or the next due job (`next_due`, when the claim
+    /// brought it).
+    async fn start(
+        &mut self,
+        req: ClaimRequest,
+        jobs: Vec<crate::Job>,
+        next_due: Option<Option<Timestamp>>,
+    ) {
         self.claim_failures = 0;
         let got = jobs.len();
         Stats::bump(&self.shared.control.stats.claimed, got as u64);
@@ -255,22 +261,30 @@ impl<B: Backend> Runner<B> {
             tokio::spawn(task);
         }
         self.idle_until = if got < req.limit {
-            Some(self.idle_deadline(req.now).await)
+            let next = match next_due {
+                Some(next) => next,
+                None => self.next_due(req.now).await,
+            };
+            Some(self.idle_deadline(req.now, next))
         } else {
             None
         };
     }
 
-    /// When to look again if no wake-up comes: the next due job or the poll.
-    async fn idle_deadline(&self, now: Timestamp) -> Timestamp {
-        let poll = now + self.shared.poll_interval;
-        let next = match self.shared.backend.next_due(&self.queue.name, now).await {
+    /// When the queue's next job is due, asked of the backend.
+    async fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        match self.shared.backend.next_due(&self.queue.name, now).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(error = %e, queue = %self.queue.name, "next_due failed; polling");
                 None
             }
-        };
+        }
+    }
+
+    /// When to look again if no wake-up comes: the next due job or the poll.
+    fn idle_deadline(&self, now: Timestamp, next: Option<Timestamp>) -> Timestamp {
+        let poll = now + self.shared.poll_interval;
         next.map_or(poll, |t| t.min(poll)).max(now + MIN_IDLE)
     }
 }

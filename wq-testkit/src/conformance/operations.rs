@@ -12,8 +12,8 @@ use wq_core::{
 };
 
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, ack, claim, declare, manual_client, must_get, secs,
-    token, wait_until, with_backend,
+    Failure, PATIENCE, TestBackend, TestResult, ack, claim, claim_with_next_due, declare,
+    manual_client, must_get, secs, token, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -169,7 +169,9 @@ pub async fn pause_and_resume<T: TestBackend>(t: &T) -> TestResult {
         let id = client.enqueue(Enqueue::new("pausable", &1)).await?.job.id;
         let now = client.clock().now();
         ensure!(
-            claim(&b, "pausable", 5, now, secs(30)).await?.is_empty(),
+            claim_with_next_due(&b, "pausable", 5, now, secs(30))
+                .await?
+                .is_empty(),
             "a paused queue hands out nothing"
         );
         ensure_eq!(

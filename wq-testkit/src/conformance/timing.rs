@@ -9,8 +9,8 @@ use wq_core::{Clock as _, Enqueue, JobState, ListQuery, QueueConfig, Repeat, Sch
 
 use super::ledger::counting_handler;
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, claim, declare, manual_client, secs, wait_until,
-    with_backend,
+    Failure, PATIENCE, TestBackend, TestResult, claim, claim_with_next_due, declare, manual_client,
+    secs, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -35,7 +35,7 @@ pub async fn delayed_jobs_wait<T: TestBackend>(t: &T) -> TestResult {
             "not claimable now"
         );
         ensure!(
-            claim(&b, "later", 5, t0 + secs(9), secs(30))
+            claim_with_next_due(&b, "later", 5, t0 + secs(9), secs(30))
                 .await?
                 .is_empty(),
             "not claimable early"
