@@ -457,7 +457,9 @@ BEGIN
             WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g;
         UPDATE groups g SET held_by = j.id
         FROM jobs j JOIN queues q ON q.name = j.queue
-        WHERE j.id = ANY(v_finished) AND j.state = 4 AND q.config->>'on_dead' = 'hold'
+        WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
+                               WHERE v_fate[i] = 4))
+          AND q.config->>'on_dead' = 'hold'
           AND g.queue = j.queue AND g.group_key = j.group_key;
     END IF;
     SELECT coalesce(array_agg(n.id) FILTER (WHERE n.id IS NOT NULL), '{}'),
@@ -480,9 +482,13 @@ BEGIN
           AND held_by IS NULL AND last_run_at <= p_now;
     END LOOP;
     -- Completed and cancelled jobs of zero-retention queues leave at once.
-    IF cardinality(v_finished) > 0 THEN
+    -- The fates pick them, not a `state` predicate: with one, a generic plan
+    -- may walk every finished job through `jobs_finished` on each call.
+    IF 3 = ANY(v_fate) OR 5 = ANY(v_fate) THEN
         DELETE FROM jobs j USING queues q
-        WHERE j.id = ANY(v_finished) AND j.state IN (3, 5) AND q.name = j.queue
+        WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
+                               WHERE v_fate[i] IN (3, 5)))
+          AND q.name = j.queue
           AND (q.config->'retention'->>'completed')::bigint = 0;
     END IF;
     PERFORM wq_place_all(v_requeued || coalesce(v_next, '{}'), p_now);
@@ -649,7 +655,10 @@ BEGIN
     IF p_ids IS NULL THEN
         RETURN ARRAY(SELECT id FROM jobs WHERE queue = p_queue AND state = 4);
     END IF;
-    RETURN ARRAY(SELECT id FROM jobs WHERE id = ANY(p_ids) AND state = 4);
+    -- A lookup per id: a generic plan for `id = ANY(...) AND state = 4`
+    -- may walk every finished job through `jobs_finished` instead.
+    RETURN ARRAY(SELECT i.id FROM unnest(p_ids) AS i(id)
+                 WHERE (SELECT state FROM jobs WHERE id = i.id) = 4);
 END $$;
 
 -- Makes dead jobs available again with fresh attempts: in place when the
