@@ -390,6 +390,8 @@ DECLARE
     v_next uuid[];
     v_empty_queues text[];
     v_empty_groups text[];
+    v_grouped boolean;
+    v_drop boolean;
     r job_result;
 BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0 THEN
@@ -400,15 +402,18 @@ BEGIN
     -- completed, 4 dead, 5 cancelled, -1 back in line (retry, defer, release).
     SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
            array_agg(v.outcome ORDER BY inp.ord),
-           array_agg(CASE WHEN v.outcome <> 0 THEN NULL
-                          WHEN inp.action = 0 THEN 3
-                          WHEN j.cancel_requested THEN 5
-                          WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
-                          ELSE -1 END::smallint ORDER BY inp.ord)
-    INTO v_ord, v_outcome, v_fate
+           array_agg(f.fate ORDER BY inp.ord),
+           coalesce(array_agg(inp.id) FILTER (WHERE f.fate IN (3, 4, 5)), '{}'),
+           coalesce(array_agg(inp.id) FILTER (WHERE f.fate = -1), '{}'),
+           coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL), false),
+           coalesce(bool_or(f.fate IN (3, 5) AND j.drop_done), false)
+    INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop
     FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
     LEFT JOIN (
-        SELECT id, state, lease_token, lease_expires_at, cancel_requested, attempt, max_attempts
+        SELECT id, group_key, state, lease_token, lease_expires_at, cancel_requested, attempt,
+               max_attempts,
+               (SELECT (q.config->'retention'->>'completed')::bigint = 0
+                FROM queues q WHERE q.name = jobs.queue) AS drop_done
         FROM jobs WHERE id = ANY(p_ids)
         ORDER BY queue, group_key, id
         FOR UPDATE
@@ -417,14 +422,18 @@ BEGIN
         SELECT CASE WHEN j.id IS NULL THEN 2
                     WHEN j.state <> 2 OR j.lease_token IS DISTINCT FROM inp.token
                          OR j.lease_expires_at <= p_now THEN 1
-                    ELSE 0 END::smallint AS outcome) v;
+                    ELSE 0 END::smallint AS outcome) v
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN v.outcome <> 0 THEN NULL
+                    WHEN inp.action = 0 THEN 3
+                    WHEN j.cancel_requested THEN 5
+                    WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
+                    ELSE -1 END::smallint AS fate) f;
 
     -- Updates below find their rows by `id = ANY(...)` (index lookups) and
-    -- their values by position in the request.
-    SELECT coalesce(array_agg(p_ids[i]) FILTER (WHERE v_fate[i] IN (3, 4, 5)), '{}'),
-           coalesce(array_agg(p_ids[i]) FILTER (WHERE v_fate[i] = -1), '{}')
-    INTO v_finished, v_requeued
-    FROM generate_subscripts(p_ids, 1) AS i;
+    -- their values by position in the request. Steps with nothing to do are
+    -- skipped: starting a statement costs the server more than running a
+    -- one-row one, and a turn typically acknowledges a job or two.
 
     -- Terminal ones.
     UPDATE jobs j
@@ -436,62 +445,69 @@ BEGIN
     WHERE j.id = ANY(v_finished);
 
     -- Back in line: the attempt is spent (retry) or given back (defer, release).
-    UPDATE jobs j
-    SET run_at = coalesce(p_run_ats[array_position(p_ids, j.id)], j.run_at),
-        last_error = coalesce(p_messages[array_position(p_ids, j.id)], j.last_error),
-        attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4)
-                       THEN greatest(j.attempt - 1, 0) ELSE j.attempt END
-    WHERE j.id = ANY(v_requeued);
+    IF cardinality(v_requeued) > 0 THEN
+        UPDATE jobs j
+        SET run_at = coalesce(p_run_ats[array_position(p_ids, j.id)], j.run_at),
+            last_error = coalesce(p_messages[array_position(p_ids, j.id)], j.last_error),
+            attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4)
+                           THEN greatest(j.attempt - 1, 0) ELSE j.attempt END
+        WHERE j.id = ANY(v_requeued);
+    END IF;
 
     -- Groups whose head finished, locked one by one in (queue, group) order
     -- (LATERAL keeps each a key lookup): a dead head of a holding queue holds
     -- its group; every other group moves on to its next job, or is forgotten
     -- when nothing is left and its chain is past.
-    IF 4 = ANY(v_fate) THEN
-        PERFORM 1
+    v_next := '{}';
+    IF v_grouped THEN
+        IF 4 = ANY(v_fate) THEN
+            PERFORM 1
+            FROM (SELECT queue, group_key FROM jobs
+                  WHERE id = ANY(v_finished) AND group_key IS NOT NULL
+                  ORDER BY queue, group_key) f
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM groups g
+                WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g;
+            UPDATE groups g SET held_by = j.id
+            FROM jobs j JOIN queues q ON q.name = j.queue
+            WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
+                                   WHERE v_fate[i] = 4))
+              AND q.config->>'on_dead' = 'hold'
+              AND g.queue = j.queue AND g.group_key = j.group_key;
+        END IF;
+        SELECT coalesce(array_agg(n.id) FILTER (WHERE n.id IS NOT NULL), '{}'),
+               coalesce(array_agg(f.queue) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
+               coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}')
+        INTO v_next, v_empty_queues, v_empty_groups
         FROM (SELECT queue, group_key FROM jobs
               WHERE id = ANY(v_finished) AND group_key IS NOT NULL
               ORDER BY queue, group_key) f
         CROSS JOIN LATERAL (
-            SELECT 1 FROM groups g
-            WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g;
-        UPDATE groups g SET held_by = j.id
-        FROM jobs j JOIN queues q ON q.name = j.queue
-        WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
-                               WHERE v_fate[i] = 4))
-          AND q.config->>'on_dead' = 'hold'
-          AND g.queue = j.queue AND g.group_key = j.group_key;
+            SELECT held_by FROM groups g
+            WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g
+        LEFT JOIN LATERAL (
+            SELECT w.id FROM jobs w
+            WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
+            ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
+        FOR i IN 1 .. cardinality(v_empty_queues) LOOP
+            DELETE FROM groups
+            WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
+              AND held_by IS NULL AND last_run_at <= p_now;
+        END LOOP;
     END IF;
-    SELECT coalesce(array_agg(n.id) FILTER (WHERE n.id IS NOT NULL), '{}'),
-           coalesce(array_agg(f.queue) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
-           coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}')
-    INTO v_next, v_empty_queues, v_empty_groups
-    FROM (SELECT queue, group_key FROM jobs
-          WHERE id = ANY(v_finished) AND group_key IS NOT NULL
-          ORDER BY queue, group_key) f
-    CROSS JOIN LATERAL (
-        SELECT held_by FROM groups g
-        WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g
-    LEFT JOIN LATERAL (
-        SELECT w.id FROM jobs w
-        WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
-        ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
-    FOR i IN 1 .. cardinality(v_empty_queues) LOOP
-        DELETE FROM groups
-        WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
-          AND held_by IS NULL AND last_run_at <= p_now;
-    END LOOP;
     -- Completed and cancelled jobs of zero-retention queues leave at once.
     -- The fates pick them, not a `state` predicate: with one, a generic plan
     -- may walk every finished job through `jobs_finished` on each call.
-    IF 3 = ANY(v_fate) OR 5 = ANY(v_fate) THEN
+    IF v_drop THEN
         DELETE FROM jobs j USING queues q
         WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
                                WHERE v_fate[i] IN (3, 5)))
           AND q.name = j.queue
           AND (q.config->'retention'->>'completed')::bigint = 0;
     END IF;
-    PERFORM wq_place_all(v_requeued || coalesce(v_next, '{}'), p_now);
+    IF cardinality(v_requeued) + cardinality(v_next) > 0 THEN
+        PERFORM wq_place_all(v_requeued || v_next, p_now);
+    END IF;
 
     FOR i IN 1 .. cardinality(p_ids) LOOP
         r := NULL;
