@@ -117,7 +117,11 @@ impl PgStoreBuilder {
         // connection starts with the schema as its search_path. Their
         // statements look rows up by key, so one generic plan fits every
         // call; without this, array arguments keep plpgsql re-planning each
-        // statement on every call, which costs more than running it.
+        // statement on every call, which costs more than running it. That
+        // plan is made from the statistics of the moment, and a connection
+        // opened while `jobs` was empty would keep scanning it whole as it
+        // fills: sequential scans are off, since every statement has an
+        // index to go by.
         // Enqueues tag their notifications with this store's origin: its own
         // listener skips them, as the enqueue already woke its workers.
         let origin = uuid::Uuid::now_v7().simple().to_string();
@@ -127,6 +131,7 @@ impl PgStoreBuilder {
             .options([
                 ("search_path", self.schema.as_str()),
                 ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
                 (listen::ORIGIN_SETTING, origin.as_str()),
             ]);
         if self.migrate {
