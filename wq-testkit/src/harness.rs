@@ -152,14 +152,13 @@ pub async fn claim<B: Store>(
     lease: Duration,
 ) -> Result<Vec<Job>, Failure> {
     Ok(backend
-        .claim(&ClaimRequest::new(
-            queue,
-            limit,
-            now,
-            now + lease,
-            "test-worker",
-        ))
+        .claim(&claim_request(queue, limit, now, lease))
         .await?)
+}
+
+/// The claim the suite's helpers make, as the test's worker.
+fn claim_request(queue: &str, limit: usize, now: Timestamp, lease: Duration) -> ClaimRequest {
+    ClaimRequest::new(queue, limit, now, now + lease, "test-worker")
 }
 
 /// Claims through `ack_and_claim` with nothing to acknowledge, and checks
@@ -171,7 +170,7 @@ pub async fn claim_with_next_due<B: Backend>(
     now: Timestamp,
     lease: Duration,
 ) -> Result<Vec<Job>, Failure> {
-    let req = ClaimRequest::new(queue, limit, now, now + lease, "test-worker");
+    let req = claim_request(queue, limit, now, lease);
     let done = backend.ack_and_claim(&[], Some(&req), now).await?;
     if let Some(brought) = done.next_due {
         let asked = backend.next_due(&queue.into(), now).await?;
