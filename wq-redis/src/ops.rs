@@ -13,7 +13,7 @@ use crate::error::{driver, reply};
 use crate::reply::{array, count, int, job, jobs, state, text, tuple};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
-use crate::work::{by_queue, rest_tuple};
+use crate::work::{by_queue, due_time, rest_tuple};
 
 /// Jobs a list call looks at per script call before handing back a cursor.
 const LIST_BUDGET: usize = 5_000;
@@ -328,10 +328,7 @@ impl RedisStore {
                 call.arg(now.as_micros());
             })
             .await?;
-        match array(reply)?.first() {
-            Some(t) => Ok(Some(Timestamp::from_micros(int(t)?))),
-            None => Ok(None),
-        }
+        due_time(reply)
     }
 
     pub(crate) async fn promote(

@@ -79,7 +79,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     prune: script!("#!lua"; "lib/core.lua", "prune.lua"),
     promote: script!("#!lua"; "lib/core.lua", "promote.lua"),
     pause: script!("#!lua"; "lib/core.lua", "pause.lua"),
-    next_due: script!("#!lua flags=no-writes"; "lib/core.lua", "next_due.lua"),
+    next_due: script!("#!lua flags=no-writes"; "lib/core.lua", "lib/claim.lua", "next_due.lua"),
     position: script!("#!lua flags=no-writes"; "lib/core.lua", "position.lua"),
     list: script!("#!lua flags=no-writes"; "lib/core.lua", "list.lua"),
     lock_acquire: script!("#!lua"; "lock/acquire.lua"),

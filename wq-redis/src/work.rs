@@ -8,7 +8,7 @@ use wq_core::{
 };
 
 use crate::error::reply;
-use crate::reply::{array, count, jobs, state, text, tuple};
+use crate::reply::{array, count, int, jobs, state, text, tuple};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
 
@@ -81,7 +81,7 @@ impl RedisStore {
                 claim_args(call, req);
             })
             .await?;
-        let [outcomes, claimed] = rest_tuple(rest)?;
+        let [outcomes, claimed, due] = rest_tuple(rest)?;
         let outcomes = array(outcomes)?
             .iter()
             .map(outcome)
@@ -92,7 +92,7 @@ impl RedisStore {
         Ok(AckedAndClaimed {
             acks: outcomes,
             jobs: claimed,
-            next_due: None,
+            next_due: brought_due(due)?,
         })
     }
 
@@ -159,6 +159,23 @@ impl RedisStore {
 }
 
 /// The rest of a writing script's reply, as exactly `N` values.
+/// The next due time a short claim brings (`-1` when the claim was full and
+/// the script did not look): `[]` for none, `[micros]` for a time.
+fn brought_due(due: Value) -> Result<Option<Option<Timestamp>>, StoreError> {
+    if matches!(due, Value::Int(-1)) {
+        return Ok(None);
+    }
+    Ok(Some(due_time(due)?))
+}
+
+/// A next due time as the scripts answer it: `[]` or `[micros]`.
+pub(crate) fn due_time(reply: Value) -> Result<Option<Timestamp>, StoreError> {
+    match array(reply)?.first() {
+        Some(t) => Ok(Some(Timestamp::from_micros(int(t)?))),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn rest_tuple<const N: usize>(rest: Vec<Value>) -> Result<[Value; N], StoreError> {
     let len = rest.len();
     rest.try_into().map_err(|_| {

@@ -62,3 +62,14 @@ local function claim(now, lease_until, worker, limit, cfg)
   count('running', n)
   return out
 end
+
+-- The earliest time a job may become claimable: { now } if a head is due,
+-- { run_at } of the earliest scheduled head, or {} if none (or the queue is
+-- paused).
+local function next_due(now, cfg)
+  if cfg.paused then return {} end
+  if redis.call('ZCARD', K.ready) > 0 then return { now } end
+  local first = redis.call('ZRANGE', K.sched, 0, 0, 'WITHSCORES')
+  if #first == 0 then return {} end
+  return { first[2] }
+end
