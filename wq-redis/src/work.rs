@@ -158,7 +158,6 @@ impl RedisStore {
     }
 }
 
-/// The rest of a writing script's reply, as exactly `N` values.
 /// The next due time a short claim brings (`-1` when the claim was full and
 /// the script did not look): `[]` for none, `[micros]` for a time.
 fn brought_due(due: Value) -> Result<Option<Option<Timestamp>>, StoreError> {
@@ -176,6 +175,7 @@ pub(crate) fn due_time(reply: Value) -> Result<Option<Timestamp>, StoreError> {
     }
 }
 
+/// The rest of a writing script's reply, as exactly `N` values.
 pub(crate) fn rest_tuple<const N: usize>(rest: Vec<Value>) -> Result<[Value; N], StoreError> {
     let len = rest.len();
     rest.try_into().map_err(|_| {
