@@ -521,6 +521,19 @@ BEGIN
     END LOOP;
 END $$;
 
+-- When a queue's next job is due: `p_now` if a head is ready, else the
+-- earliest scheduled head's run_at; NULL when nothing waits or the queue is
+-- paused. No row for an unknown queue.
+CREATE FUNCTION next_due(p_queue text, p_now timestamptz) RETURNS TABLE (due timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+               WHEN q.paused THEN NULL
+               WHEN EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND ready) THEN p_now
+               ELSE (SELECT min(run_at) FROM heads WHERE queue = p_queue AND NOT ready)
+           END
+    FROM queues q WHERE q.name = p_queue
+$$;
+
 -- Acknowledges a batch, then claims: what a worker does after a batch of
 -- attempts, in one round trip and one transaction.
 --
@@ -550,13 +563,7 @@ BEGIN
         -- the worker a round trip.
         IF v_claimed < p_limit THEN
             v_next.outcome := 2;
-            SELECT CASE
-                       WHEN q.paused THEN NULL
-                       WHEN EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND ready) THEN p_now
-                       ELSE (SELECT min(run_at) FROM heads WHERE queue = p_queue AND NOT ready)
-                   END
-            INTO v_next.run_at
-            FROM queues q WHERE q.name = p_queue;
+            SELECT d.due INTO v_next.run_at FROM next_due(p_queue, p_now) AS d;
             RETURN NEXT v_next;
         END IF;
     END IF;

@@ -98,6 +98,7 @@ impl Scheduler for PgStore {
         use sqlx::Row;
         let Some(row) = sqlx::query(self.inner.sql.next_due.clone())
             .bind(queue.as_str())
+            .bind(to_pg(now))
             .fetch_all(&self.inner.pool)
             .await
             .map(first)
@@ -105,15 +106,9 @@ impl Scheduler for PgStore {
         else {
             return Err(StoreError::UnknownQueue(queue.clone()));
         };
-        let paused: bool = row.try_get("paused").map_err(error::store)?;
-        let ready: bool = row.try_get("ready").map_err(error::store)?;
-        let next: Option<chrono::DateTime<chrono::Utc>> =
-            row.try_get("next").map_err(error::store)?;
-        Ok(match (paused, ready) {
-            (true, _) => None,
-            (false, true) => Some(now),
-            (false, false) => next.map(from_pg),
-        })
+        let due: Option<chrono::DateTime<chrono::Utc>> =
+            row.try_get("due").map_err(error::store)?;
+        Ok(due.map(from_pg))
     }
 
     async fn promote_due(&self, queue: &QueueName, now: Timestamp) -> Result<u64, StoreError> {

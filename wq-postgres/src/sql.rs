@@ -69,12 +69,7 @@ impl Sql {
                  FROM (SELECT {s}.wq_promote($1, $2, $3) AS moved) t"
             )),
             vacuum_heads: stmt(format!("VACUUM (SKIP_LOCKED) {s}.heads")),
-            next_due: stmt(format!(
-                "SELECT q.paused, \
-                        EXISTS (SELECT 1 FROM {s}.heads WHERE queue = $1 AND ready) AS ready, \
-                        (SELECT min(run_at) FROM {s}.heads WHERE queue = $1 AND NOT ready) AS next \
-                 FROM {s}.queues q WHERE q.name = $1"
-            )),
+            next_due: stmt(format!("SELECT due FROM {s}.next_due($1, $2)")),
             declare_queue: stmt(format!(
                 "INSERT INTO {s}.queues (name, config) VALUES ($1, $2::jsonb) \
                  ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config"

@@ -10,10 +10,10 @@ use wq_core::{
 };
 
 use crate::error::{driver, reply};
-use crate::reply::{array, count, int, job, jobs, state, text, tuple};
+use crate::reply::{array, count, due_time, int, job, jobs, state, text, tuple};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
-use crate::work::{by_queue, due_time, rest_tuple};
+use crate::work::{by_queue, rest_tuple};
 
 /// Jobs a list call looks at per script call before handing back a cursor.
 const LIST_BUDGET: usize = 5_000;

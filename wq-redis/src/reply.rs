@@ -53,6 +53,14 @@ fn parse_int(s: &str) -> Result<i64, StoreError> {
     })
 }
 
+/// A next due time as the scripts answer it: `[]` or `[micros]`.
+pub(crate) fn due_time(v: Value) -> Result<Option<Timestamp>, StoreError> {
+    match array(v)?.first() {
+        Some(t) => Ok(Some(Timestamp::from_micros(int(t)?))),
+        None => Ok(None),
+    }
+}
+
 /// A count reply.
 pub(crate) fn count(v: &Value) -> Result<u64, StoreError> {
     let n = int(v)?;

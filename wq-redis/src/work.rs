@@ -8,7 +8,7 @@ use wq_core::{
 };
 
 use crate::error::reply;
-use crate::reply::{array, count, int, jobs, state, text, tuple};
+use crate::reply::{array, count, due_time, jobs, state, text, tuple};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
 
@@ -165,14 +165,6 @@ fn brought_due(due: Value) -> Result<Option<Option<Timestamp>>, StoreError> {
         return Ok(None);
     }
     Ok(Some(due_time(due)?))
-}
-
-/// A next due time as the scripts answer it: `[]` or `[micros]`.
-pub(crate) fn due_time(reply: Value) -> Result<Option<Timestamp>, StoreError> {
-    match array(reply)?.first() {
-        Some(t) => Ok(Some(Timestamp::from_micros(int(t)?))),
-        None => Ok(None),
-    }
 }
 
 /// The rest of a writing script's reply, as exactly `N` values.
