@@ -39,6 +39,7 @@
 pub mod conformance;
 mod harness;
 pub mod properties;
+pub mod wakeups;
 
 pub use harness::{
     Failure, PATIENCE, TestBackend, TestResult, ack, claim, complete_all, declare, manual_client,
