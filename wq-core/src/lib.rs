@@ -57,6 +57,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod audit;
 mod client;
 mod error;
 mod handler;
@@ -73,6 +74,7 @@ pub mod transport;
 pub mod validate;
 pub mod worker;
 
+pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
 pub use client::{Client, Enqueue};
 pub use error::{BoxError, Error, StoreError, ValidationError};
 pub use handler::{Handler, JobContext, JobError};

@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, Job,
-    JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo,
-    QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal, Wakeups,
+    Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
+    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig,
+    QueueInfo, QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal,
+    Wakeups,
 };
 
 use state::State;
@@ -182,6 +183,17 @@ impl Store for MemoryStore {
 
     async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
         Ok(self.with(|s| s.prune(now, limit)))
+    }
+}
+
+impl Audit for MemoryStore {
+    async fn audit(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+        repair: bool,
+    ) -> Result<AuditReport, StoreError> {
+        self.with(|s| s.audit(queue, now, repair))
     }
 }
 

@@ -7,6 +7,8 @@
 //! terminal, so one job in flight per group holds by construction and no
 //! operation on the hot path scans the backlog.
 
+mod audit;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
