@@ -35,6 +35,14 @@ pub struct ClaimRequest {
     pub lease_until: Timestamp,
     /// The claiming worker's id.
     pub worker: Arc<str>,
+    /// The worker's turn this claim belongs to. A claim retried with the
+    /// same worker and turn returns what the first try claimed, where the
+    /// backend remembers it: a reply lost on the way back then costs no
+    /// lease and no attempt. The Redis backend remembers a worker's last
+    /// turn per queue; memory and Postgres ignore the turn and claim afresh
+    /// (the memory store's calls cannot lose a reply; a Postgres claim whose
+    /// reply is lost stays leased until its lease lapses).
+    pub turn: Option<u64>,
 }
 
 impl ClaimRequest {
@@ -52,7 +60,15 @@ impl ClaimRequest {
             now,
             lease_until,
             worker: worker.into(),
+            turn: None,
         }
+    }
+
+    /// Marks the claim as part of the worker's turn `turn` (see the field
+    /// of the same name).
+    pub fn turn(mut self, turn: u64) -> Self {
+        self.turn = Some(turn);
+        self
     }
 }
 
