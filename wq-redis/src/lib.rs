@@ -13,6 +13,8 @@
 //!   with the backlog behind them.
 //! - Scripts publish on the queue's channel when work may have become
 //!   claimable; a pub/sub connection per store wakes idle workers.
+//! - `wq_core::Audit` checks a queue's invariants page by page (a script
+//!   call per 1,000 jobs) and repairs what it finds.
 //! - Time comes from the caller, never from Redis.
 //!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always`
@@ -65,6 +67,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod audit;
 mod enqueue;
 mod error;
 mod keys;

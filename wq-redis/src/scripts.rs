@@ -35,6 +35,7 @@ pub(crate) struct Scripts {
     pub next_due: Script,
     pub position: Script,
     pub list: Script,
+    pub audit: Script,
     pub lock_acquire: Script,
     pub lock_renew: Script,
     pub lock_release: Script,
@@ -42,7 +43,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// All of them, for loading at connect.
-    pub fn all(&self) -> [&Script; 18] {
+    pub fn all(&self) -> [&Script; 19] {
         [
             &self.enqueue,
             &self.claim,
@@ -59,6 +60,7 @@ impl Scripts {
             &self.next_due,
             &self.position,
             &self.list,
+            &self.audit,
             &self.lock_acquire,
             &self.lock_renew,
             &self.lock_release,
@@ -82,6 +84,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     next_due: script!("#!lua flags=no-writes"; "lib/core.lua", "lib/claim.lua", "next_due.lua"),
     position: script!("#!lua flags=no-writes"; "lib/core.lua", "position.lua"),
     list: script!("#!lua flags=no-writes"; "lib/core.lua", "list.lua"),
+    audit: script!("#!lua"; "lib/core.lua", "audit.lua"),
     lock_acquire: script!("#!lua"; "lock/acquire.lua"),
     lock_renew: script!("#!lua"; "lock/renew.lua"),
     lock_release: script!("#!lua"; "lock/release.lua"),
