@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use wq_core::{
     Ack, AckAction, AckOutcome, Backend, ClaimRequest, Client, Job, JobId, ManualClock,
-    QueueConfig, RetryPolicy, Store, Timestamp,
+    QueueConfig, RetryPolicy, ShutdownReport, Store, Timestamp, WorkerHandle,
 };
 
 /// Makes fresh, isolated backends for the suite: its own schema, key prefix
@@ -97,23 +98,81 @@ where
     result
 }
 
-/// Polls `check` until it holds or `within` passes.
+/// Polls `check` until it holds or `within` passes. A check that never
+/// returns (a store call that hangs) counts against `within` too.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, Failure>>,
 {
     let deadline = tokio::time::Instant::now() + within;
+    let timed_out = || Failure(format!("timed out after {within:?} waiting for {what}"));
     loop {
-        if check().await? {
-            return Ok(());
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(held) => {
+                if held? {
+                    return Ok(());
+                }
+            }
+            Err(_) => return Err(timed_out()),
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Failure(format!(
-                "timed out after {within:?} waiting for {what}"
-            )));
+            return Err(timed_out());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Awaits `fut` for at most [`PATIENCE`]: a store call, a task or a worker
+/// that never finishes fails the test, naming `what`, instead of hanging it.
+pub async fn within<F: Future>(what: &str, fut: F) -> Result<F::Output, Failure> {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .map_err(|_| Failure(format!("{what} did not finish within {PATIENCE:?}")))
+}
+
+/// Awaits a spawned task for at most [`PATIENCE`]; a panic fails the test.
+pub async fn join<T>(what: &str, task: JoinHandle<T>) -> Result<T, Failure> {
+    within(what, task)
+        .await?
+        .map_err(|e| Failure(format!("{what} panicked: {e}")))
+}
+
+/// Shuts `worker` down with a grace of 5 s, for at most [`PATIENCE`].
+pub async fn stop(worker: WorkerHandle) -> Result<ShutdownReport, Failure> {
+    stop_within(worker, Duration::from_secs(5)).await
+}
+
+/// Shuts `worker` down with `grace`, for at most [`PATIENCE`] beyond it.
+pub async fn stop_within(worker: WorkerHandle, grace: Duration) -> Result<ShutdownReport, Failure> {
+    let id = worker.id().to_owned();
+    tokio::time::timeout(grace + PATIENCE, worker.shutdown(grace))
+        .await
+        .map_err(|_| Failure(format!("worker {id} did not shut down")))
+}
+
+/// Crashes `worker` (see [`WorkerHandle::crash`]), for at most [`PATIENCE`].
+pub async fn crash(worker: WorkerHandle) -> TestResult {
+    let id = worker.id().to_owned();
+    within(&format!("the crash of worker {id}"), worker.crash()).await
+}
+
+/// How long one conformance test may run in all before
+/// [`conformance_tests!`](crate::conformance_tests) fails it: every wait
+/// inside is bounded by [`PATIENCE`], and this is the backstop for one that
+/// is not.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the conformance test `name` to its end or [`TEST_TIMEOUT`], and
+/// panics with its failure; what the test macros expand into.
+#[doc(hidden)]
+pub async fn run_bounded(name: &str, test: impl Future<Output = TestResult>) {
+    match tokio::time::timeout(TEST_TIMEOUT, test).await {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => panic!("{name} failed: {failure}"),
+        Err(_) => panic!(
+            "{name} hung: no result within {TEST_TIMEOUT:?} (a store call or a worker that never returns)"
+        ),
     }
 }
 

@@ -42,12 +42,14 @@ pub mod properties;
 pub mod wakeups;
 
 pub use harness::{
-    Failure, PATIENCE, TestBackend, TestResult, ack, claim, complete_all, declare, manual_client,
-    must_get, quick_retry, secs, token, wait_until, with_backend,
+    Failure, PATIENCE, TEST_TIMEOUT, TestBackend, TestResult, ack, claim, complete_all, crash,
+    declare, join, manual_client, must_get, quick_retry, run_bounded, secs, stop, stop_within,
+    token, wait_until, with_backend, within,
 };
 
 /// Expands into one `#[tokio::test]` per conformance test, each on a fresh
-/// backend made by the given [`TestBackend`] expression. The calling crate
+/// backend made by the given [`TestBackend`] expression and failed after
+/// [`TEST_TIMEOUT`] if it hangs. The calling crate
 /// needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -58,17 +60,21 @@ macro_rules! conformance_tests {
             parallel_across_groups,
             claim_skips_blocked_groups,
             many_groups,
+            enqueue_behind_a_running_head_waits,
             idempotent_enqueue,
             concurrent_idempotent_enqueue,
+            concurrent_idempotent_enqueue_without_group,
             batch_enqueue_is_atomic,
             bad_input_is_refused,
             enqueue_returns_the_stored_job,
             retries_and_backoff,
             engine_retries_then_kills,
+            retry_on_the_last_attempt_kills,
             dead_jobs_retry_and_purge,
             dead_head_continue_or_hold,
             transport_errors_are_classified,
             delayed_jobs_wait,
+            a_lone_delayed_job_becomes_claimable,
             worker_wakes_when_delay_ends,
             chaining_keeps_spacing,
             priorities_order_due_heads,
@@ -101,9 +107,7 @@ macro_rules! __conformance_tests {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let backend = $backend;
-            if let Err(failure) = $crate::conformance::$name(&backend).await {
-                panic!("{} failed: {}", stringify!($name), failure);
-            }
+            $crate::run_bounded(stringify!($name), $crate::conformance::$name(&backend)).await;
         }
     )*};
 }

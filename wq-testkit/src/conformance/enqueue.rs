@@ -9,7 +9,7 @@ use wq_core::{
 };
 
 use crate::harness::{
-    Failure, TestBackend, TestResult, ack, claim, declare, manual_client, secs, with_backend,
+    Failure, TestBackend, TestResult, ack, claim, declare, join, manual_client, secs, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -121,9 +121,7 @@ pub async fn concurrent_idempotent_enqueue<T: TestBackend>(t: &T) -> TestResult 
         let mut ids = Vec::new();
         let mut created = 0;
         for task in tasks {
-            let e = task
-                .await
-                .map_err(|e| Failure(format!("task panicked: {e}")))??;
+            let e = join("an enqueuer", task).await??;
             created += usize::from(e.created);
             ids.push(e.job.id);
         }
@@ -131,6 +129,71 @@ pub async fn concurrent_idempotent_enqueue<T: TestBackend>(t: &T) -> TestResult 
         ids.dedup();
         ensure_eq!(ids.len(), 1, "distinct ids returned");
         ensure_eq!(client.counts("race").await?.total(), 1, "jobs stored");
+        Ok(())
+    })
+    .await
+}
+
+/// Enqueues of one idempotency key without a group, racing from many tasks
+/// at once, single and in batches, store one job per key: nothing
+/// serializes them but the key itself. Every caller gets that job's id.
+pub async fn concurrent_idempotent_enqueue_without_group<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare(&client, QueueConfig::new("race")).await?;
+        let (rounds, tasks_per_round) = (8, 12);
+        for round in 0..rounds {
+            let key = format!("wamid.{round}");
+            let mut tasks = Vec::new();
+            for i in 0..tasks_per_round {
+                let (client, key) = (client.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        let e = client
+                            .enqueue(Enqueue::new("race", &i).idempotency_key(key))
+                            .await?;
+                        Ok::<_, wq_core::Error>(vec![e])
+                    } else {
+                        // A batch carrying the key beside a job of its own.
+                        let batch = [
+                            Enqueue::new("race", &i).idempotency_key(format!("own.{i}.{key}")),
+                            Enqueue::new("race", &i).idempotency_key(key),
+                        ];
+                        Ok(client.enqueue_many(batch).await?.split_off(1))
+                    }
+                }));
+            }
+            let mut ids = Vec::new();
+            let mut created = 0;
+            for task in tasks {
+                for e in join("an enqueuer", task).await?? {
+                    created += usize::from(e.created);
+                    ids.push(e.job.id);
+                }
+            }
+            ensure_eq!(created, 1, "enqueues of key {key} that stored a job");
+            ids.sort();
+            ids.dedup();
+            ensure_eq!(ids.len(), 1, "distinct ids returned for key {key}");
+        }
+        let own = tasks_per_round / 2;
+        let stored = client.counts("race").await?.total();
+        ensure_eq!(
+            stored,
+            (rounds * (1 + own)) as u64,
+            "jobs stored (one per contested key, one per batch's own key)"
+        );
+        let listed = client
+            .list(ListQuery::new().queue("race").limit(1_000))
+            .await?;
+        let mut keys: Vec<_> = listed
+            .iter()
+            .filter_map(|j| j.idempotency_key.clone())
+            .collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        ensure_eq!(keys.len(), before, "jobs listed per idempotency key");
         Ok(())
     })
     .await

@@ -13,8 +13,8 @@ use wq_core::{
 
 use super::ledger::start_worker;
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, ack, claim, declare, manual_client, must_get, secs,
-    token, wait_until, with_backend,
+    Failure, PATIENCE, TestBackend, TestResult, ack, claim, crash, declare, manual_client,
+    must_get, secs, stop, token, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -251,9 +251,10 @@ pub async fn heartbeats_keep_long_jobs<T: TestBackend>(t: &T) -> TestResult {
             Ok(client.counts("long").await?.completed == 1)
         })
         .await;
-        w1.shutdown(secs(5)).await;
-        w2.shutdown(secs(5)).await;
+        let stopped = (stop(w1).await, stop(w2).await);
         done?;
+        stopped.0?;
+        stopped.1?;
         ensure_eq!(starts.load(Ordering::SeqCst), 1, "starts of the long job");
         ensure_eq!(
             must_get(&b, id).await?.attempt,
@@ -282,7 +283,7 @@ pub async fn crashed_workers_jobs_run_again<T: TestBackend>(t: &T) -> TestResult
             .map(|e| e.job.id)
             .collect();
         let stuck = |ctx: JobContext| async move {
-            ctx.cancelled().await;
+            let _ = tokio::time::timeout(PATIENCE, ctx.cancelled()).await;
             Ok::<(), JobError>(())
         };
         let doomed = start_worker(&b, "crash", stuck, 5).await?;
@@ -290,7 +291,7 @@ pub async fn crashed_workers_jobs_run_again<T: TestBackend>(t: &T) -> TestResult
             Ok(client.counts("crash").await?.running == 5)
         })
         .await?;
-        doomed.crash().await;
+        crash(doomed).await?;
         let healthy = start_worker(
             &b,
             "crash",
@@ -304,8 +305,9 @@ pub async fn crashed_workers_jobs_run_again<T: TestBackend>(t: &T) -> TestResult
             || async { Ok(client.counts("crash").await?.completed == 5) },
         )
         .await;
-        healthy.shutdown(secs(5)).await;
+        let stopped = stop(healthy).await;
         done?;
+        stopped?;
         for id in ids {
             let job = must_get(&b, id).await?;
             ensure_eq!(

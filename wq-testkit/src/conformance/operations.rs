@@ -13,7 +13,7 @@ use wq_core::{
 
 use crate::harness::{
     Failure, PATIENCE, TestBackend, TestResult, ack, claim, claim_with_next_due, declare,
-    manual_client, must_get, secs, token, wait_until, with_backend,
+    manual_client, must_get, secs, stop, token, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -121,7 +121,7 @@ pub async fn cancel_stops_a_running_handler<T: TestBackend>(t: &T) -> TestResult
             move |ctx: JobContext| {
                 let stopped = stopped.clone();
                 async move {
-                    ctx.cancelled().await;
+                    let _ = tokio::time::timeout(PATIENCE, ctx.cancelled()).await;
                     stopped.store(true, Ordering::SeqCst);
                     Err::<(), _>(JobError::retry("stopped"))
                 }
@@ -148,8 +148,8 @@ pub async fn cancel_stops_a_running_handler<T: TestBackend>(t: &T) -> TestResult
             Ok(())
         }
         .await;
-        worker.shutdown(secs(5)).await;
-        result
+        let stopped = stop(worker).await;
+        result.and(stopped.map(drop))
     })
     .await
 }
@@ -191,9 +191,10 @@ pub async fn pause_and_resume<T: TestBackend>(t: &T) -> TestResult {
             Ok(must_get(&b, id).await?.state == JobState::Completed)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         ensure_eq!(waited, JobState::Available, "state while paused");
         done?;
+        stopped?;
         ensure!(
             !client.queue("pausable").await?.is_some_and(|q| q.paused),
             "resumed"
@@ -409,6 +410,8 @@ pub async fn listing_filters_and_pages<T: TestBackend>(t: &T) -> TestResult {
         let mut paged = Vec::new();
         let mut query = ListQuery::new().queue("l1").limit(10);
         loop {
+            // A store that ignores the cursor must not page forever.
+            ensure!(paged.len() <= ids.len(), "more jobs paged than stored");
             let page = client.list(query.clone()).await?;
             let Some(last) = page.last() else { break };
             query = query.after(last.id);

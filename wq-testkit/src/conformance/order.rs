@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    AckAction, Client, Clock as _, Enqueue, GroupKey, JobContext, JobError, QueueConfig, Store,
-    Timestamp,
+    Ack, AckAction, AckOutcome, ClaimRequest, Client, Clock as _, Enqueue, GroupKey, JobContext,
+    JobError, JobState, QueueConfig, Store, Timestamp,
 };
 
 use super::ledger::{Ledger, Step, recording_handler, start_worker};
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, ack, claim, complete_all, declare, manual_client,
-    secs, wait_until, with_backend,
+    Failure, PATIENCE, TestBackend, TestResult, ack, claim, claim_with_next_due, complete_all,
+    declare, join, manual_client, secs, stop, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -41,9 +41,10 @@ pub async fn fifo_per_group<T: TestBackend>(t: &T) -> TestResult {
             Ok(client.counts("fifo").await?.completed == total)
         })
         .await;
-        w1.shutdown(secs(5)).await;
-        w2.shutdown(secs(5)).await;
+        let stopped = (stop(w1).await, stop(w2).await);
         done?;
+        stopped.0?;
+        stopped.1?;
         ledger.check_fifo()?;
         for (g, starts) in ledger.starts() {
             ensure_eq!(
@@ -85,8 +86,7 @@ pub async fn one_in_flight_per_group<T: TestBackend>(t: &T) -> TestResult {
             }));
         }
         for task in tasks {
-            task.await
-                .map_err(|e| Failure(format!("claimer panicked: {e}")))??;
+            join("a claimer", task).await??;
         }
         for (g, seqs) in order.lock().iter() {
             ensure!(
@@ -99,6 +99,112 @@ pub async fn one_in_flight_per_group<T: TestBackend>(t: &T) -> TestResult {
                 per_group as usize
             };
             ensure_eq!(seqs.len(), expected, "jobs claimed in group {g}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A job enqueued into a group while the group's head runs, alone or in a
+/// batch, waits: no claim (plain or with an acknowledgement) hands it out
+/// while the head runs or retries, and the next claim does once the head is
+/// terminal. The group keeps one head throughout.
+pub async fn enqueue_behind_a_running_head_waits<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("behind")).await?;
+        let now = clock.now();
+        let head = client
+            .enqueue(Enqueue::new("behind", &"head").group("contact"))
+            .await?
+            .job;
+        let running = claim(&b, "behind", 10, now, secs(30)).await?;
+        ensure_eq!(
+            running.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![head.id],
+            "the head runs"
+        );
+        let single = client
+            .enqueue(Enqueue::new("behind", &"single").group("contact"))
+            .await?
+            .job;
+        let batch = client
+            .enqueue_many([
+                Enqueue::new("behind", &"batched").group("contact"),
+                Enqueue::new("behind", &"other").group("other"),
+            ])
+            .await?;
+        let (batched, other) = (batch[0].job.id, batch[1].job.id);
+        for (id, what) in [(single.id, "single"), (batched, "batched")] {
+            let p = client
+                .position(id)
+                .await?
+                .ok_or_else(|| Failure(format!("the {what} job has no position")))?;
+            ensure!(
+                p.in_group.is_some_and(|n| n > 0),
+                "the {what} job heads its group while the head runs: {p:?}"
+            );
+        }
+        let got = claim(&b, "behind", 10, now, secs(30)).await?;
+        ensure_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![other],
+            "while the head runs, only the other group's job"
+        );
+        ack(&b, &got[0], AckAction::Complete, now).await?;
+        ensure!(
+            claim_with_next_due(&b, "behind", 10, now, secs(30))
+                .await?
+                .is_empty(),
+            "a claim through ack_and_claim hands out the group's next job"
+        );
+
+        // A retry keeps the head in place: it runs again, not the next job.
+        let retry = AckAction::Retry {
+            run_at: now,
+            error: "bridge timeout".into(),
+        };
+        ack(&b, &running[0], retry, now).await?;
+        let again = claim(&b, "behind", 10, now, secs(30)).await?;
+        ensure_eq!(
+            again.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![head.id],
+            "after a retry, the head runs again"
+        );
+        let late = client
+            .enqueue(Enqueue::new("behind", &"late").group("contact"))
+            .await?
+            .job;
+        let acks: Vec<_> = Ack::for_job(&again[0], AckAction::Complete)
+            .into_iter()
+            .collect();
+        let req = ClaimRequest::new("behind", 10, now, now + secs(30), "test-worker");
+        let done = b.ack_and_claim(&acks, Some(&req), now).await?;
+        ensure_eq!(
+            done.acks,
+            vec![AckOutcome::Applied(JobState::Completed)],
+            "the head completes"
+        );
+        ensure_eq!(
+            done.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![single.id],
+            "once the head is terminal, the job enqueued behind it"
+        );
+        let mut holder = done.jobs[0].clone();
+        for (id, what) in [(batched, "batched"), (late.id, "late")] {
+            let got = claim(&b, "behind", 10, now, secs(30)).await?;
+            ensure!(
+                got.is_empty(),
+                "the {what} job became a second head of its group"
+            );
+            ack(&b, &holder, AckAction::Complete, now).await?;
+            let next = claim(&b, "behind", 10, now, secs(30)).await?;
+            ensure_eq!(
+                next.iter().map(|j| j.id).collect::<Vec<_>>(),
+                vec![id],
+                "the {what} job once the one before it completed"
+            );
+            holder = next[0].clone();
         }
         Ok(())
     })
@@ -218,8 +324,8 @@ pub async fn parallel_across_groups<T: TestBackend>(t: &T) -> TestResult {
         }
         .await;
         gate.add_permits(10);
-        worker.shutdown(secs(5)).await;
-        result
+        let stopped = stop(worker).await;
+        result.and(stopped.map(drop))
     })
     .await
 }

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wq_core::{
-    AckAction, AckOutcome, Client, Clock as _, ConnectionState, DeadJobs, Enqueue, Jid, JobContext,
-    JobError, JobState, ListQuery, MessageId, OnDead, OutboundMessage, QueueConfig, RetryPolicy,
-    Scheduler, SendReceipt, Store as _, Transport, TransportError, TransportHandler, Worker,
+    Ack, AckAction, AckOutcome, ClaimRequest, Client, Clock as _, ConnectionState, DeadJobs,
+    Enqueue, Jid, JobContext, JobError, JobState, ListQuery, MessageId, OnDead, OutboundMessage,
+    QueueConfig, RetryPolicy, Scheduler, SendReceipt, Store as _, Timestamp, Transport,
+    TransportError, TransportHandler, Worker,
 };
 
 use super::ledger::start_worker;
 use crate::harness::{
     Failure, PATIENCE, TestBackend, TestResult, ack, claim, declare, manual_client, must_get,
-    quick_retry, secs, wait_until, with_backend,
+    quick_retry, secs, stop, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -102,6 +103,105 @@ pub async fn retries_and_backoff<T: TestBackend>(t: &T) -> TestResult {
     .await
 }
 
+/// A `Retry` on a job's last attempt makes it dead, whether the
+/// acknowledgement comes alone or with the next claim: no store may grant
+/// one attempt more than `max_attempts`. A job with attempts left is
+/// rescheduled by the same acknowledgement.
+pub async fn retry_on_the_last_attempt_kills<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("last").max_attempts(2)).await?;
+        declare(&client, QueueConfig::new("single").max_attempts(1)).await?;
+        let t0 = clock.now();
+        let retry = |at: Timestamp, n: u32| AckAction::Retry {
+            run_at: at,
+            error: format!("failure {n}"),
+        };
+        let job = client
+            .enqueue(Enqueue::new("last", &1).group("g"))
+            .await?
+            .job;
+        let next = client
+            .enqueue(Enqueue::new("last", &2).group("g"))
+            .await?
+            .job;
+        let first = claim(&b, "last", 10, t0, secs(30)).await?;
+        ensure_eq!(
+            first.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(),
+            vec![(job.id, 1)],
+            "the first attempt"
+        );
+        ensure_eq!(
+            ack(&b, &first[0], retry(t0 + secs(1), 1), t0).await?,
+            AckOutcome::Applied(JobState::Scheduled),
+            "a retry with an attempt left"
+        );
+        let t1 = t0 + secs(1);
+        let second = claim(&b, "last", 10, t1, secs(30)).await?;
+        ensure_eq!(
+            second.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(),
+            vec![(job.id, 2)],
+            "the last attempt"
+        );
+        ensure_eq!(
+            ack(&b, &second[0], retry(t1 + secs(1), 2), t1).await?,
+            AckOutcome::Applied(JobState::Dead),
+            "a retry on the last attempt"
+        );
+        let dead = must_get(&b, job.id).await?;
+        ensure_eq!(
+            (dead.state, dead.attempt),
+            (JobState::Dead, 2),
+            "the job after its last attempt failed"
+        );
+        ensure_eq!(
+            dead.last_error.as_deref(),
+            Some("failure 2"),
+            "the last failure is kept"
+        );
+        ensure!(dead.finished_at.is_some(), "a dead job has finished_at");
+        let then = claim(&b, "last", 10, t0 + secs(3600), secs(30)).await?;
+        ensure_eq!(
+            then.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![next.id],
+            "only the group's next job runs; the dead one never again"
+        );
+
+        // The same through ack_and_claim, on a job with a single attempt.
+        let once = client.enqueue(Enqueue::new("single", &1)).await?.job;
+        let got = claim(&b, "single", 1, t0, secs(30)).await?;
+        ensure_eq!(got.len(), 1, "the single attempt claimed");
+        let acks: Vec<Ack> = Ack::for_job(&got[0], retry(t0, 1)).into_iter().collect();
+        let req = ClaimRequest::new("single", 5, t0, t0 + secs(30), "test-worker");
+        let done = b.ack_and_claim(&acks, Some(&req), t0).await?;
+        ensure_eq!(
+            done.acks,
+            vec![AckOutcome::Applied(JobState::Dead)],
+            "a retry on the only attempt, acknowledged with a claim"
+        );
+        ensure!(
+            done.jobs.is_empty(),
+            "the claim in the same call handed out {:?}",
+            done.jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        );
+        ensure_eq!(
+            must_get(&b, once.id).await?.state,
+            JobState::Dead,
+            "the single-attempt job"
+        );
+        ensure!(
+            claim(&b, "single", 5, t0 + secs(3600), secs(30))
+                .await?
+                .is_empty(),
+            "a dead job is claimed again"
+        );
+        let c = client.counts("single").await?;
+        ensure_eq!((c.dead, c.pending()), (1, 0), "dead and pending jobs");
+        Ok(())
+    })
+    .await
+}
+
 /// The engine retries a failing handler with backoff until it succeeds,
 /// and kills a job that keeps failing after its last attempt.
 pub async fn engine_retries_then_kills<T: TestBackend>(t: &T) -> TestResult {
@@ -131,8 +231,9 @@ pub async fn engine_retries_then_kills<T: TestBackend>(t: &T) -> TestResult {
             Ok(c.completed == 1 && c.dead == 1)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         done?;
+        stopped?;
         let healed = must_get(&b, heals).await?;
         ensure_eq!(
             (healed.state, healed.attempt),
@@ -343,8 +444,9 @@ pub async fn transport_errors_are_classified<T: TestBackend>(t: &T) -> TestResul
             Ok(edge.running == 0 && edge.available == 0 && wa.scheduled == 1)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         settled?;
+        stopped?;
         let expect = [
             (JobState::Scheduled, 1, Some(t0 + secs(30))),
             (JobState::Scheduled, 0, Some(t0 + secs(60))),

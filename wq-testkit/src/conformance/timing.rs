@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use wq_core::{Clock as _, Enqueue, JobState, ListQuery, QueueConfig, Repeat, Scheduler, Worker};
+use wq_core::{
+    Ack, AckAction, ClaimRequest, Clock as _, Enqueue, JobState, ListQuery, QueueConfig, Repeat,
+    Scheduler, Store as _, Worker,
+};
 
 use super::ledger::counting_handler;
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, claim, claim_with_next_due, declare, manual_client,
-    secs, wait_until, with_backend,
+    PATIENCE, TestBackend, TestResult, claim, claim_with_next_due, crash, declare, join,
+    manual_client, secs, stop, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -68,6 +71,78 @@ pub async fn delayed_jobs_wait<T: TestBackend>(t: &T) -> TestResult {
     .await
 }
 
+/// A delayed job alone in its queue becomes claimable once its time has
+/// come, by a plain claim and by `ack_and_claim`, with or without
+/// acknowledgements in the call, though nothing calls `promote_due`: a
+/// claim finds due scheduled jobs itself, whether or not other work is due.
+pub async fn a_lone_delayed_job_becomes_claimable<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        for q in ["alone", "grouped", "paired"] {
+            declare(&client, QueueConfig::new(q)).await?;
+        }
+        let t0 = clock.now();
+        let due = t0 + secs(10);
+        let alone = client
+            .enqueue(Enqueue::new("alone", &1).delay(secs(10)))
+            .await?
+            .job;
+        let grouped = client
+            .enqueue(Enqueue::new("grouped", &1).group("contact").delay(secs(10)))
+            .await?
+            .job;
+        ensure!(
+            claim(&b, "alone", 5, due - Duration::from_millis(1), secs(30))
+                .await?
+                .is_empty(),
+            "claimable before its time"
+        );
+        let got = claim(&b, "alone", 5, due, secs(30)).await?;
+        ensure_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![alone.id],
+            "a plain claim once the delay ended, with no promotion"
+        );
+        let got = claim_with_next_due(&b, "grouped", 5, due, secs(30)).await?;
+        ensure_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![grouped.id],
+            "ack_and_claim once the delay ended, with no promotion"
+        );
+
+        // The only other job is running, so nothing else is due when the
+        // acknowledgement and the claim arrive together.
+        let first = client.enqueue(Enqueue::new("paired", &1)).await?.job;
+        let later = client
+            .enqueue(Enqueue::new("paired", &2).delay(secs(10)))
+            .await?
+            .job;
+        let running = claim(&b, "paired", 5, t0, secs(60)).await?;
+        ensure_eq!(
+            running.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![first.id],
+            "the due job runs"
+        );
+        let acks: Vec<_> = Ack::for_job(&running[0], AckAction::Complete)
+            .into_iter()
+            .collect();
+        let req = ClaimRequest::new("paired", 5, due, due + secs(30), "test-worker");
+        let done = b.ack_and_claim(&acks, Some(&req), due).await?;
+        ensure_eq!(
+            done.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![later.id],
+            "ack_and_claim with an acknowledgement, once the delay ended"
+        );
+        ensure_eq!(
+            done.jobs[0].state,
+            JobState::Running,
+            "the delayed job as claimed"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// A worker sleeps until a delayed job is due and starts it then, without
 /// polling: time here only moves when the test moves it.
 pub async fn worker_wakes_when_delay_ends<T: TestBackend>(t: &T) -> TestResult {
@@ -92,9 +167,9 @@ pub async fn worker_wakes_when_delay_ends<T: TestBackend>(t: &T) -> TestResult {
             Ok(ran.load(Ordering::SeqCst) == 1)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         ensure_eq!(early, 0, "runs before the delay ended");
-        started
+        started.and(stopped.map(drop))
     })
     .await
 }
@@ -124,8 +199,7 @@ pub async fn chaining_keeps_spacing<T: TestBackend>(t: &T) -> TestResult {
             }));
         }
         for task in tasks {
-            task.await
-                .map_err(|e| Failure(format!("enqueuer panicked: {e}")))??;
+            join("an enqueuer", task).await??;
         }
         let mut jobs = client
             .list(
@@ -203,6 +277,11 @@ pub async fn priorities_order_due_heads<T: TestBackend>(t: &T) -> TestResult {
             .await?;
         let mut order = Vec::new();
         loop {
+            // A store that hands a completed job out again must not loop forever.
+            ensure!(
+                order.len() <= 6,
+                "more jobs claimed than enqueued: {order:?}"
+            );
             let got = claim(&b, "prio", 1, t0, secs(30)).await?;
             let Some(job) = got.into_iter().next() else {
                 break;
@@ -259,8 +338,9 @@ pub async fn repeated_jobs_run_once_per_slot<T: TestBackend>(t: &T) -> TestResul
                 result = completed(n).await;
             }
         }
-        leader.crash().await;
+        let crashed = crash(leader).await;
         result?;
+        crashed?;
         // The dead leader's lock lapses; the slot has not changed. The new
         // leader must not enqueue this slot again.
         clock.advance(secs(2));
@@ -273,8 +353,9 @@ pub async fn repeated_jobs_run_once_per_slot<T: TestBackend>(t: &T) -> TestResul
             completed(4).await
         }
         .await;
-        successor.shutdown(secs(5)).await;
+        let stopped = stop(successor).await;
         result?;
+        stopped?;
         let jobs = client.list(ListQuery::new().queue("cron")).await?;
         ensure_eq!(jobs.len(), 4, "jobs enqueued for four slots");
         ensure_eq!(ran.load(Ordering::SeqCst), 4, "runs");

@@ -11,8 +11,8 @@ use wq_core::{Client, Enqueue, JobContext, JobError, JobState, QueueConfig, Queu
 
 use super::ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
 use crate::harness::{
-    PATIENCE, TestBackend, TestResult, claim, declare, must_get, quick_retry, secs, wait_until,
-    with_backend,
+    PATIENCE, TestBackend, TestResult, claim, declare, must_get, quick_retry, secs, stop,
+    stop_within, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -33,7 +33,7 @@ pub async fn shutdown_finishes_or_releases<T: TestBackend>(t: &T) -> TestResult 
                     started.fetch_add(1, Ordering::SeqCst);
                     let kind: String = ctx.payload()?;
                     if kind == "stuck" {
-                        std::future::pending::<()>().await;
+                        tokio::time::sleep(PATIENCE).await;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok::<(), JobError>(())
@@ -45,7 +45,7 @@ pub async fn shutdown_finishes_or_releases<T: TestBackend>(t: &T) -> TestResult 
             Ok(started.load(Ordering::SeqCst) == 2)
         })
         .await?;
-        let report = worker.shutdown(Duration::from_millis(600)).await;
+        let report = stop_within(worker, Duration::from_millis(600)).await?;
         ensure_eq!(
             (report.finished, report.released),
             (1, 1),
@@ -100,8 +100,8 @@ pub async fn idle_workers_wake_on_enqueue<T: TestBackend>(t: &T) -> TestResult {
                 break;
             }
         }
-        worker.shutdown(secs(5)).await;
-        result
+        let stopped = stop(worker).await;
+        result.and(stopped.map(drop))
     })
     .await
 }
@@ -137,8 +137,9 @@ pub async fn timeouts_and_panics_fail_the_attempt<T: TestBackend>(t: &T) -> Test
             Ok(c.dead == 2 && c.completed == 1)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         done?;
+        stopped?;
         let slow = must_get(&b, slow).await?;
         ensure!(
             slow.last_error
@@ -212,9 +213,10 @@ pub async fn no_loss_under_failures<T: TestBackend>(t: &T) -> TestResult {
             Ok(client.counts("chaos").await?.pending() == 0)
         })
         .await;
-        w1.shutdown(secs(5)).await;
-        w2.shutdown(secs(5)).await;
+        let stopped = (stop(w1).await, stop(w2).await);
         done?;
+        stopped.0?;
+        stopped.1?;
         let mut states: HashMap<JobState, u64> = HashMap::new();
         for id in &ids {
             let job = must_get(&b, *id).await?;
@@ -273,8 +275,9 @@ pub async fn message_id_is_stable_across_attempts<T: TestBackend>(t: &T) -> Test
             Ok(must_get(&b, id).await?.state == JobState::Completed)
         })
         .await;
-        worker.shutdown(secs(5)).await;
+        let stopped = stop(worker).await;
         done?;
+        stopped?;
         let seen = seen.lock().clone();
         ensure_eq!(seen.len(), 3, "attempts");
         ensure!(
