@@ -83,6 +83,7 @@ macro_rules! conformance_tests {
             stale_workers_are_fenced,
             heartbeats_keep_long_jobs,
             crashed_workers_jobs_run_again,
+            a_crashed_leaders_jobs_run_again_within_two_leases,
             locks_exclude,
             cancel_waiting_and_running,
             cancel_stops_a_running_handler,

@@ -23,15 +23,55 @@ const BATCH: usize = 1_000;
 /// How often the leader prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// The shortest leader lock a worker accepts: renewed three times per
+/// lifetime, a shorter one would lapse under a few slow round trips.
+pub(crate) const MIN_LEADER_LEASE: Duration = Duration::from_millis(100);
+
+/// The bounds of the default leader lock, which follows the shortest job
+/// lease: below 500 ms leadership would change hands on a loaded machine
+/// for nothing; above 10 s a crashed leader would hold up rescue longer than
+/// the job leases do.
+const DEFAULT_LEADER_LEASE: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(10));
+
+/// When the maintenance loop runs, and how long its leader lock lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// Between two rounds (rescue, promotion, lock renewal).
+    pub period: Duration,
+    /// The leader lock's time to live.
+    pub ttl: Duration,
+}
+
+impl Timing {
+    /// The timing of a worker whose queues' shortest job lease is
+    /// `shortest_lease`, with the leader lock set to `leader_lease` if given.
+    ///
+    /// A crashed leader's jobs wait for both their leases and its lock to
+    /// lapse, and then for the next round of whoever leads next; a lock no
+    /// longer than the job lease and a round a third of it keep that near
+    /// one lease.
+    pub fn new(shortest_lease: Option<Duration>, leader_lease: Option<Duration>) -> Self {
+        let (low, high) = DEFAULT_LEADER_LEASE;
+        let ttl = leader_lease.unwrap_or_else(|| shortest_lease.unwrap_or(high).clamp(low, high));
+        // The lock is renewed each round: three rounds per lifetime.
+        let period = shortest_lease
+            .map_or(Duration::from_secs(1), |l| l / 3)
+            .min(ttl / 3)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        Self { period, ttl }
+    }
+}
+
 pub(crate) async fn run<B: Backend>(
     shared: Arc<Shared<B>>,
     queues: Vec<Arc<QueueRuntime>>,
     repeats: Vec<Repeat>,
-    period: Duration,
+    timing: Timing,
 ) {
     let client = Client::with_clock(shared.backend.clone(), shared.clock.clone());
     let mut enqueued: HashMap<Arc<str>, Timestamp> = HashMap::new();
-    let ttl = period * 10;
+    let Timing { period, ttl } = timing;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut leader: Option<LockLease> = None;
@@ -149,5 +189,47 @@ async fn prune<B: Backend>(shared: &Shared<B>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn the_leader_lock_follows_the_shortest_job_lease() {
+        let t = |lease: Option<u64>, leader: Option<u64>| {
+            let t = Timing::new(lease.map(MS), leader.map(MS));
+            (t.period.as_millis(), t.ttl.as_millis())
+        };
+        assert_eq!(t(Some(5_000), None), (1_000, 5_000), "a 5 s job lease");
+        assert_eq!(
+            t(Some(30_000), None),
+            (1_000, 10_000),
+            "the default 30 s lease"
+        );
+        assert_eq!(
+            t(Some(300), None),
+            (100, 500),
+            "a lease shorter than the floor"
+        );
+        assert_eq!(
+            t(Some(30), None),
+            (20, 500),
+            "rounds never faster than 20 ms"
+        );
+        assert_eq!(t(None, None), (1_000, 10_000), "no queues");
+        assert_eq!(
+            t(Some(5_000), Some(1_200)),
+            (400, 1_200),
+            "a set lock renews thrice"
+        );
+        assert_eq!(
+            t(Some(5_000), Some(60_000)),
+            (1_000, 60_000),
+            "a long set lock"
+        );
     }
 }

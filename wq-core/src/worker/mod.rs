@@ -99,6 +99,7 @@ pub struct Worker<B> {
     repeats: Vec<Repeat>,
     poll_interval: Duration,
     maintenance: bool,
+    leader_lease: Option<Duration>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -112,6 +113,7 @@ impl<B: Backend> Worker<B> {
             repeats: Vec::new(),
             poll_interval: Duration::from_secs(5),
             maintenance: true,
+            leader_lease: None,
         }
     }
 
@@ -169,10 +171,22 @@ impl<B: Backend> Worker<B> {
         self
     }
 
+    /// How long the maintenance leader's lock lasts unless renewed (default:
+    /// the shortest lease of the queues this worker serves, within 500 ms to
+    /// 10 s). When the leader dies, nobody rescues its jobs until the lock
+    /// lapses, so a lock no longer than a job lease lets them run again
+    /// about one lease after the crash. The leader renews it three times
+    /// per lease at least; at least 100 ms.
+    pub fn leader_lease(mut self, ttl: Duration) -> Self {
+        self.leader_lease = Some(ttl);
+        self
+    }
+
     /// Loads the queues' settings and starts claiming.
     pub async fn start(self) -> Result<WorkerHandle, Error> {
         let queues = self.resolve_queues().await?;
         self.check_repeats()?;
+        self.check_leader_lease()?;
         let id = self
             .id
             .unwrap_or_else(|| format!("worker-{:08x}", rand::random::<u32>()).into());
@@ -187,14 +201,12 @@ impl<B: Backend> Worker<B> {
         });
         let mut background = vec![tokio::spawn(lease::run(shared.clone(), queues.clone()))];
         if self.maintenance {
-            let period = shortest_lease
-                .map_or(Duration::from_secs(1), |l| l / 3)
-                .clamp(Duration::from_millis(20), Duration::from_secs(1));
+            let timing = maintenance::Timing::new(shortest_lease, self.leader_lease);
             background.push(tokio::spawn(maintenance::run(
                 shared.clone(),
                 queues.clone(),
                 self.repeats,
-                period,
+                timing,
             )));
         }
         for q in queues {
@@ -206,6 +218,20 @@ impl<B: Backend> Worker<B> {
             control,
             background,
         })
+    }
+
+    fn check_leader_lease(&self) -> Result<(), Error> {
+        match self.leader_lease {
+            Some(ttl) if ttl < maintenance::MIN_LEADER_LEASE => Err(ValidationError::new(
+                "leader_lease",
+                format!(
+                    "{ttl:?} is shorter than {:?}",
+                    maintenance::MIN_LEADER_LEASE
+                ),
+            )
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     fn check_repeats(&self) -> Result<(), Error> {

@@ -321,6 +321,61 @@ pub async fn crashed_workers_jobs_run_again<T: TestBackend>(t: &T) -> TestResult
     .await
 }
 
+/// When the worker that leads maintenance dies holding jobs, a standby
+/// worker takes the lead and runs them again within about two job leases:
+/// the leader lock lapses no later than the job leases do, so rescue waits
+/// for nothing longer. (A timing property with a generous bound, not a
+/// speed claim: a lock ten rounds long took over three leases.)
+pub async fn a_crashed_leaders_jobs_run_again_within_two_leases<T: TestBackend>(
+    t: &T,
+) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        let lease = Duration::from_secs(2);
+        declare(&client, QueueConfig::new("leader").lease(lease)).await?;
+        client
+            .enqueue_many((0..4).map(|i| Enqueue::new("leader", &i).group(format!("g{i}"))))
+            .await?;
+        let stuck = |ctx: JobContext| async move {
+            let _ = tokio::time::timeout(PATIENCE, ctx.cancelled()).await;
+            Ok::<(), JobError>(())
+        };
+        // Started alone, the doomed worker takes the leader lock at once.
+        let leader = start_worker(&b, "leader", stuck, 4).await?;
+        wait_until("the leader to hold every job", PATIENCE, || async {
+            Ok(client.counts("leader").await?.running == 4)
+        })
+        .await?;
+        let standby = start_worker(
+            &b,
+            "leader",
+            |_: JobContext| async { Ok::<(), JobError>(()) },
+            4,
+        )
+        .await?;
+        let crashed_at = tokio::time::Instant::now();
+        let result = async {
+            crash(leader).await?;
+            wait_until("the crashed leader's jobs to complete", PATIENCE, || async {
+                Ok(client.counts("leader").await?.completed == 4)
+            })
+            .await?;
+            let took = crashed_at.elapsed();
+            ensure!(
+                took <= lease * 2,
+                "the crashed leader's jobs ran again {took:?} after the crash, more than two leases of {lease:?}"
+            );
+            Ok(())
+        }
+        .await;
+        let stopped = stop(standby).await;
+        result?;
+        stopped?;
+        Ok(())
+    })
+    .await
+}
+
 /// Named locks: one holder at a time, renewals only by the holder, takeover
 /// after expiry with a larger token, release only by the holder.
 pub async fn locks_exclude<T: TestBackend>(t: &T) -> TestResult {
