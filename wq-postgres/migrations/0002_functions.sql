@@ -4,10 +4,13 @@
 -- per-function `SET search_path` clause would cost more than the function's
 -- own work on every call).
 --
--- Lock order, everywhere: a group's row, then its `heads` row, then waiting
--- job rows. Acknowledgements, rescue and extension lock a *running* job's
--- row first; a running job has no `heads` row and is the only job of its
--- group in flight, so no cycle can form.
+-- Lock order, everywhere: group rows in (queue, group) order, then `heads`
+-- rows, then job rows in id order. The one rule that keeps every group with
+-- exactly one head: whatever changes which job heads a group (storing a
+-- grouped job, ending one, placing one in `heads`) holds the group's row
+-- lock, and decides from a statement that began after the lock was granted
+-- (under READ COMMITTED each statement sees what committed before it began,
+-- so it sees every earlier holder's work). docs/postgres.md has the proof.
 --
 -- Codes. States: 0 scheduled, 1 available, 2 running, 3 completed, 4 dead,
 -- 5 cancelled. Ack actions: 0 complete, 1 retry, 2 defer, 3 kill,
@@ -29,6 +32,41 @@ LANGUAGE sql AS $$
     ON CONFLICT (queue, group_key) DO UPDATE SET held_by = g.held_by
     RETURNING *
 $$;
+
+-- Locks the groups of the given jobs, in (queue, group) order, creating a
+-- missing row. Callers lock these before any of the jobs themselves.
+CREATE FUNCTION wq_lock_groups_of(p_ids uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_queues text[];
+    v_groups text[];
+    v_locked integer;
+BEGIN
+    -- A lookup per id: group keys never change, so reading them unlocked is safe.
+    SELECT coalesce(array_agg(w.queue ORDER BY w.queue, w.group_key), '{}'),
+           coalesce(array_agg(w.group_key ORDER BY w.queue, w.group_key), '{}')
+    INTO v_queues, v_groups
+    FROM (SELECT DISTINCT j.queue, j.group_key
+          FROM unnest(p_ids) AS i(id)
+          CROSS JOIN LATERAL (SELECT queue, group_key FROM jobs WHERE id = i.id) j
+          WHERE j.group_key IS NOT NULL) w;
+    IF cardinality(v_queues) = 0 THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO v_locked
+    FROM unnest(v_queues, v_groups) WITH ORDINALITY AS t(q, g, ord)
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM groups WHERE queue = t.q AND group_key = t.g FOR UPDATE) l;
+    -- A running or waiting job always has its group's row; should one be
+    -- missing all the same, create it rather than decide without a lock.
+    IF v_locked < cardinality(v_queues) THEN
+        INSERT INTO groups AS cur (queue, group_key, last_run_at)
+        SELECT t.q, t.g, '-infinity'::timestamptz
+        FROM unnest(v_queues, v_groups) WITH ORDINALITY AS t(q, g, ord)
+        ORDER BY t.ord
+        ON CONFLICT (queue, group_key) DO UPDATE SET held_by = cur.held_by;
+    END IF;
+END $$;
 
 -- Makes a job that heads its group (or has none) claimable: available if
 -- due, scheduled otherwise. Returns its state.
@@ -77,6 +115,12 @@ DECLARE
     q queues;
     g groups;
 BEGIN
+    -- The group first (callers usually hold it already): the job's end and
+    -- the choice of the group's next head happen under its lock.
+    SELECT * INTO j FROM jobs WHERE id = p_id;
+    IF j.group_key IS NOT NULL THEN
+        g := wq_lock_group(j.queue, j.group_key);
+    END IF;
     UPDATE jobs
     SET state = p_state, finished_at = p_now, updated_at = p_now,
         lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,
@@ -86,7 +130,6 @@ BEGIN
     DELETE FROM heads WHERE id = p_id;
     SELECT * INTO q FROM queues WHERE name = j.queue;
     IF j.group_key IS NOT NULL THEN
-        g := wq_lock_group(j.queue, j.group_key);
         IF g.held_by IS NULL AND NOT EXISTS (
             SELECT 1 FROM jobs
             WHERE queue = j.queue AND group_key = j.group_key AND state < 3 AND seq < j.seq)
@@ -397,8 +440,11 @@ BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    -- Lock the jobs, in group order (the order every function takes locks
-    -- in), and judge each acknowledgement against its job. Fates: 3
+    -- Lock the batch's groups before its jobs. A job that ends below and the
+    -- group's next head, chosen after it, are then decided under the group's
+    -- lock by statements that see every enqueue committed into the group.
+    PERFORM wq_lock_groups_of(p_ids);
+    -- Lock the jobs, in id order, and judge each acknowledgement against its job. Fates: 3
     -- completed, 4 dead, 5 cancelled, -1 back in line (retry, defer, release).
     SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
            array_agg(v.outcome ORDER BY inp.ord),
@@ -415,7 +461,7 @@ BEGIN
                (SELECT (q.config->'retention'->>'completed')::bigint = 0
                 FROM queues q WHERE q.name = jobs.queue) AS drop_done
         FROM jobs WHERE id = ANY(p_ids)
-        ORDER BY queue, group_key, id
+        ORDER BY id
         FOR UPDATE
     ) j ON j.id = inp.id
     CROSS JOIN LATERAL (
@@ -454,20 +500,14 @@ BEGIN
         WHERE j.id = ANY(v_requeued);
     END IF;
 
-    -- Groups whose head finished, locked one by one in (queue, group) order
-    -- (LATERAL keeps each a key lookup): a dead head of a holding queue holds
-    -- its group; every other group moves on to its next job, or is forgotten
-    -- when nothing is left and its chain is past.
+    -- Groups whose head finished (locked since the start; LATERAL keeps
+    -- each a key lookup): a dead head of a holding queue holds its group;
+    -- every other group moves on to its next job, or is forgotten when
+    -- nothing is left and its chain is past. This statement began after
+    -- the locks were granted, so it sees every job stored into the group.
     v_next := '{}';
     IF v_grouped THEN
         IF 4 = ANY(v_fate) THEN
-            PERFORM 1
-            FROM (SELECT queue, group_key FROM jobs
-                  WHERE id = ANY(v_finished) AND group_key IS NOT NULL
-                  ORDER BY queue, group_key) f
-            CROSS JOIN LATERAL (
-                SELECT 1 FROM groups g
-                WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g;
             UPDATE groups g SET held_by = j.id
             FROM jobs j JOIN queues q ON q.name = j.queue
             WHERE j.id = ANY(ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
@@ -484,7 +524,7 @@ BEGIN
               ORDER BY queue, group_key) f
         CROSS JOIN LATERAL (
             SELECT held_by FROM groups g
-            WHERE g.queue = f.queue AND g.group_key = f.group_key FOR UPDATE) g
+            WHERE g.queue = f.queue AND g.group_key = f.group_key) g
         LEFT JOIN LATERAL (
             SELECT w.id FROM jobs w
             WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
@@ -580,11 +620,16 @@ RETURNS TABLE (ord integer, outcome smallint)
 LANGUAGE sql AS $$
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_tokens) WITH ORDINALITY AS t(id, token, ord)
+    ), locked AS (
+        -- In id order, as every function locks jobs, so that a heartbeat and
+        -- an acknowledgement of the same jobs cannot deadlock.
+        SELECT id FROM jobs WHERE id = ANY(p_ids) ORDER BY id FOR UPDATE
     ), extended AS (
         UPDATE jobs j SET lease_expires_at = p_until
         FROM input
         WHERE j.id = input.id AND j.state = 2 AND j.lease_token = input.token
           AND j.lease_expires_at > p_now
+          AND j.id = ANY(ARRAY(SELECT id FROM locked))
         RETURNING j.id, j.lease_token, j.cancel_requested
     )
     -- Matched on the token too: a stale lease on a job its holder claimed
@@ -602,18 +647,30 @@ RETURNS TABLE (retried integer, dead integer, cancelled integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
+    v_ids uuid[];
     v_lapsed constant text := 'lease expired: the worker stopped heartbeating (crashed or stalled)';
 BEGIN
     retried := 0;
     dead := 0;
     cancelled := 0;
+    -- The lapsed jobs, unlocked; then their groups, in order; then each job,
+    -- skipped if another transaction holds it and rechecked under the lock.
+    v_ids := ARRAY(SELECT id FROM jobs
+                   WHERE state = 2 AND lease_expires_at <= p_now
+                   ORDER BY id
+                   LIMIT p_limit);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM wq_lock_groups_of(v_ids);
     FOR j IN
         SELECT * FROM jobs
-        WHERE state = 2 AND lease_expires_at <= p_now
-        ORDER BY queue, group_key, id
-        LIMIT p_limit
+        WHERE id = ANY(v_ids)
+        ORDER BY id
         FOR UPDATE SKIP LOCKED
     LOOP
+        CONTINUE WHEN j.state <> 2 OR j.lease_expires_at > p_now;
         IF j.cancel_requested THEN
             PERFORM wq_finish(j.id, 5::smallint, NULL, p_now);
             cancelled := cancelled + 1;

@@ -34,6 +34,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod audit;
 mod codec;
 mod error;
 mod listen;

@@ -28,6 +28,7 @@ pub struct Sql {
     pub promote: SqlStr,
     pub vacuum_heads: SqlStr,
     pub next_due: SqlStr,
+    pub audit: SqlStr,
     pub declare_queue: SqlStr,
     pub queue_info: SqlStr,
     pub list_queues: SqlStr,
@@ -70,6 +71,9 @@ impl Sql {
             )),
             vacuum_heads: stmt(format!("VACUUM (SKIP_LOCKED) {s}.heads")),
             next_due: stmt(format!("SELECT due FROM {s}.next_due($1, $2)")),
+            audit: stmt(format!(
+                "SELECT kind, group_key, id, repaired, checked FROM {s}.audit($1, $2, $3)"
+            )),
             declare_queue: stmt(format!(
                 "INSERT INTO {s}.queues (name, config) VALUES ($1, $2::jsonb) \
                  ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config"

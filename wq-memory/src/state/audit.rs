@@ -78,7 +78,8 @@ impl State {
             for s in line.iter().filter(|s| is_head(s) && Some(s.id) != expected) {
                 found.push((AnomalyKind::MisplacedHead, Some(g.clone()), s.id));
             }
-            if let Some(first) = line.first().filter(|s| !held && !is_head(s)) {
+            let busy = line.iter().any(|s| s.state == JobState::Running);
+            if let Some(first) = line.first().filter(|s| !held && !busy && !is_head(s)) {
                 found.push((AnomalyKind::Headless, Some(g.clone()), first.id));
             }
             let pending: Vec<JobId> = line.iter().map(|s| s.id).collect();
