@@ -150,3 +150,77 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wq_core::{ClaimRequest, Enqueue, QueueConfig, Wakeups};
+
+    use super::super::ready_key;
+    use super::*;
+
+    fn enqueue(s: &mut State, group: Option<&str>, now: Timestamp) -> JobId {
+        let e = Enqueue::new("q", &"x");
+        let e = match group {
+            Some(g) => e.group(g),
+            None => e,
+        };
+        let new = e.build(&QueueConfig::new("q"), now).expect("valid job");
+        s.enqueue(vec![new], now).expect("stored")[0].job.id
+    }
+
+    fn kinds(report: &AuditReport) -> Vec<(AnomalyKind, JobId)> {
+        let mut k: Vec<_> = report.anomalies.iter().map(|a| (a.kind, a.job)).collect();
+        k.sort_by_key(|(kind, id)| (format!("{kind:?}"), *id));
+        k
+    }
+
+    #[test]
+    fn audit_finds_and_repairs_broken_invariants() {
+        let wakeups = Wakeups::new();
+        let q: QueueName = "q".into();
+        let now = Timestamp::from_micros(1_000_000_000);
+        let mut s = State::default();
+        s.declare_queue(&QueueConfig::new("q"), wakeups.sender(&q));
+        let running = enqueue(&mut s, Some("a"), now);
+        let behind = enqueue(&mut s, Some("a"), now);
+        let waiting = enqueue(&mut s, Some("b"), now);
+        enqueue(&mut s, Some("b"), now);
+        let loose = enqueue(&mut s, None, now);
+        let req = ClaimRequest::new("q", 1, now, now + Duration::from_secs(30), "w");
+        assert_eq!(s.claim(&req).expect("claim")[0].id, running);
+        let clean = s.audit(&q, now, false).expect("audit");
+        assert!(clean.is_clean(), "{:?}", clean.anomalies);
+        assert_eq!(clean.checked, 5);
+
+        // Break each invariant once.
+        let job = |s: &State, id: JobId| s.jobs[&id].clone();
+        let (w, l, b) = (job(&s, waiting), job(&s, loose), job(&s, behind));
+        let qs = s.queues.get_mut(&q).expect("queue");
+        qs.unindex(&w);
+        qs.unindex(&l);
+        qs.ready.insert(ready_key(&b), behind);
+        s.leases.clear();
+
+        let mut expected = vec![
+            (AnomalyKind::Headless, waiting),
+            (AnomalyKind::Headless, loose),
+            (AnomalyKind::MisplacedHead, behind),
+            (AnomalyKind::Unleased, running),
+        ];
+        expected.sort_by_key(|(kind, id)| (format!("{kind:?}"), *id));
+        assert_eq!(kinds(&s.audit(&q, now, false).expect("audit")), expected);
+        let repaired = s.audit(&q, now, true).expect("audit");
+        assert!(repaired.anomalies.iter().all(|a| a.repaired));
+        assert!(s.audit(&q, now, false).expect("audit").is_clean());
+
+        let req = ClaimRequest::new("q", 10, now, now + Duration::from_secs(30), "w");
+        let mut ids: Vec<_> = s.claim(&req).expect("claim").iter().map(|j| j.id).collect();
+        ids.sort();
+        let mut want = vec![waiting, loose];
+        want.sort();
+        assert_eq!(ids, want, "claimable after the repair");
+        assert_eq!(s.rescue(now, 10).retried, 1, "the unleased job is rescued");
+    }
+}
