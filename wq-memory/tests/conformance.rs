@@ -1,4 +1,5 @@
-//! wq-memory against the whole conformance suite and the property tests.
+//! wq-memory against the whole conformance suite, the property tests and
+//! the concurrent tests.
 
 use wq_memory::MemoryStore;
 use wq_testkit::{Failure, TestBackend};
@@ -17,4 +18,5 @@ impl TestBackend for Memory {
 }
 
 wq_testkit::conformance_tests!(Memory);
+wq_testkit::concurrency_tests!(Memory);
 wq_testkit::property_tests!(Memory, 256);

@@ -9,7 +9,10 @@
 //!   shutdown, bad input), expanded into `#[tokio::test]`s by
 //!   [`conformance_tests!`];
 //! - [`properties`]: state-machine property tests with proptest, expanded by
-//!   [`property_tests!`].
+//!   [`property_tests!`];
+//! - [`concurrency`]: enqueuers, workers and an operator racing on the same
+//!   groups, checked against a ledger and the backend's audit, expanded by
+//!   [`concurrency_tests!`].
 //!
 //! A backend crate implements [`TestBackend`] (a fresh, isolated backend per
 //! test) and invokes both macros from an integration test:
@@ -36,6 +39,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod concurrency;
 pub mod conformance;
 mod harness;
 pub mod properties;
@@ -109,6 +113,36 @@ macro_rules! __conformance_tests {
         async fn $name() {
             let backend = $backend;
             $crate::run_bounded(stringify!($name), $crate::conformance::$name(&backend)).await;
+        }
+    )*};
+}
+
+/// Expands into one `#[tokio::test]` per test of [`concurrency`], each
+/// running a few seeds on fresh backends made by the given [`TestBackend`]
+/// expression, whose backend must implement [`wq_core::Audit`]. The calling
+/// crate needs `tokio` (with `macros` and `rt-multi-thread`) as a
+/// dev-dependency.
+#[macro_export]
+macro_rules! concurrency_tests {
+    ($backend:expr) => {
+        $crate::__concurrency_tests!($backend;
+            racing_enqueues_workers_and_cancels,
+            lapsed_leases_are_rescued_under_races,
+            batch_enqueues_race_head_acks,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __concurrency_tests {
+    ($backend:expr; $($name:ident),* $(,)?) => {$(
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let backend = $backend;
+            if let Err(failure) = $crate::concurrency::$name(&backend).await {
+                panic!("{} failed: {}", stringify!($name), failure);
+            }
         }
     )*};
 }

@@ -1,7 +1,9 @@
 //! The suite can fail: deliberately broken backends are caught.
 //!
 //! `Sabotaged` wraps the memory store and breaks one guarantee while
-//! looking normal from the outside.
+//! looking normal from the outside. Its audit is the inner store's, which
+//! cannot see what the wrapper hides: the concurrent tests must catch those
+//! faults through their ledger.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,12 +12,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId,
-    JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo,
-    QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal,
+    Ack, AckOutcome, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome,
+    GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position,
+    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, Scheduler, Store, StoreError,
+    Timestamp, WakeSignal,
 };
 use wq_memory::MemoryStore;
-use wq_testkit::{Failure, TestBackend, conformance, properties};
+use wq_testkit::{Failure, TestBackend, concurrency, conformance, properties};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -26,13 +29,23 @@ enum Fault {
     LoseJobs,
     /// Accepts acknowledgements from any token and any lease age.
     NoFencing,
+    /// Now and then, a job enqueued into a group whose head is running is
+    /// never made the group's next head: it waits, due (as far as anyone
+    /// outside can tell), behind a head that completes, and no claim reaches
+    /// it or the jobs behind it. The race that stranded jobs on Postgres.
+    StrandBehindRunningHead,
 }
+
+/// Far enough ahead that a stranded job never comes due during a test.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Clone)]
 struct Sabotaged {
     inner: MemoryStore,
     fault: Fault,
     groups: Arc<Mutex<HashMap<JobId, GroupKey>>>,
+    /// Stranded jobs, with the time they were enqueued (and were due).
+    stranded: Arc<Mutex<HashMap<JobId, Timestamp>>>,
     enqueued: Arc<AtomicU64>,
 }
 
@@ -42,16 +55,34 @@ impl Sabotaged {
             inner: MemoryStore::new(),
             fault,
             groups: Arc::default(),
+            stranded: Arc::default(),
             enqueued: Arc::default(),
         }
     }
 
-    /// Puts back the group that `IgnoreGroups` hid from the inner store.
+    /// Puts back the group that `IgnoreGroups` hid from the inner store, and
+    /// the due time and state that `StrandBehindRunningHead` hid.
     fn disguise(&self, mut job: Job) -> Job {
         if let Some(g) = self.groups.lock().get(&job.id) {
             job.group = Some(g.clone());
         }
+        if let Some(at) = self.stranded.lock().get(&job.id)
+            && job.state == JobState::Scheduled
+        {
+            job.state = JobState::Available;
+            job.run_at = *at;
+        }
         job
+    }
+
+    /// Whether a job of `group` runs now, as the inner store sees it.
+    async fn head_runs(&self, queue: &QueueName, group: &GroupKey) -> Result<bool, StoreError> {
+        let running = ListQuery::new()
+            .queue(queue.clone())
+            .group(group.clone())
+            .state(JobState::Running)
+            .limit(1);
+        Ok(!self.inner.list(&running).await?.is_empty())
     }
 
     fn disguise_all(&self, jobs: Vec<Job>) -> Vec<Job> {
@@ -141,6 +172,26 @@ impl Store for Sabotaged {
                     .collect())
             }
             Fault::NoFencing => self.inner.enqueue(jobs, now).await,
+            Fault::StrandBehindRunningHead => {
+                let mut jobs = jobs;
+                for job in &mut jobs {
+                    let Some(g) = &job.group else { continue };
+                    if self.head_runs(&job.queue, g).await?
+                        && self.enqueued.fetch_add(1, Ordering::SeqCst) % 4 == 3
+                    {
+                        job.run_at = RunAt::At(now + NEVER);
+                        self.stranded.lock().insert(job.id, now);
+                    }
+                }
+                let out = self.inner.enqueue(jobs, now).await?;
+                Ok(out
+                    .into_iter()
+                    .map(|e| Enqueued {
+                        job: self.disguise(e.job),
+                        created: e.created,
+                    })
+                    .collect())
+            }
         }
     }
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Job>, StoreError> {
@@ -245,6 +296,17 @@ impl Scheduler for Sabotaged {
     }
 }
 
+impl Audit for Sabotaged {
+    async fn audit(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+        repair: bool,
+    ) -> Result<AuditReport, StoreError> {
+        self.inner.audit(queue, now, repair).await
+    }
+}
+
 struct Broken(Fault);
 
 impl TestBackend for Broken {
@@ -320,4 +382,43 @@ fn a_failing_case_shrinks_to_a_short_readable_sequence() {
         steps <= 12,
         "the shrunk case is long ({steps} steps):\n{failure}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrent_tests_catch_a_backend_that_strands_jobs_behind_a_running_head() {
+    let broken = Broken(Fault::StrandBehindRunningHead);
+    let outcome = concurrency::batch_enqueues_race_head_acks(&broken).await;
+    let failure = outcome.expect_err("batch_enqueues_race_head_acks passed on a stranding backend");
+    assert!(says(&failure.0, &["never finished"]), "{failure}");
+
+    let outcome = concurrency::racing_enqueues_workers_and_cancels(&broken).await;
+    let failure =
+        outcome.expect_err("racing_enqueues_workers_and_cancels passed on a stranding backend");
+    assert!(says(&failure.0, &["never finished"]), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrent_tests_catch_a_backend_that_breaks_fifo() {
+    let outcome =
+        concurrency::racing_enqueues_workers_and_cancels(&Broken(Fault::IgnoreGroups)).await;
+    let failure =
+        outcome.expect_err("racing_enqueues_workers_and_cancels passed on a backend without order");
+    assert!(says(&failure.0, &["at once", "FIFO"]), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrent_tests_catch_a_backend_that_loses_jobs() {
+    let outcome = concurrency::racing_enqueues_workers_and_cancels(&Broken(Fault::LoseJobs)).await;
+    let failure = outcome
+        .expect_err("racing_enqueues_workers_and_cancels passed on a backend that loses jobs");
+    assert!(says(&failure.0, &["lost"]), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrent_tests_catch_a_backend_that_does_not_fence() {
+    let outcome =
+        concurrency::lapsed_leases_are_rescued_under_races(&Broken(Fault::NoFencing)).await;
+    let failure =
+        outcome.expect_err("lapsed_leases_are_rescued_under_races passed without fencing");
+    assert!(says(&failure.0, &["at once"]), "{failure}");
 }
