@@ -96,7 +96,8 @@ pub use transport::{
 };
 pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
 
-/// Everything a worker needs from a backend: jobs, locks and time.
-pub trait Backend: Store + Lock + Scheduler + Clone {}
+/// Everything a worker needs from a backend: jobs, locks, time and the
+/// audit of its own invariants.
+pub trait Backend: Store + Lock + Scheduler + Audit + Clone {}
 
-impl<T: Store + Lock + Scheduler + Clone> Backend for T {}
+impl<T: Store + Lock + Scheduler + Audit + Clone> Backend for T {}

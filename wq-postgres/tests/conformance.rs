@@ -4,4 +4,5 @@
 mod support;
 
 wq_testkit::conformance_tests!(support::Postgres);
+wq_testkit::concurrency_tests!(support::Postgres);
 wq_testkit::property_tests!(support::Postgres, 48);

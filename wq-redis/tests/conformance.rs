@@ -25,4 +25,5 @@ impl TestBackend for Redis {
 }
 
 wq_testkit::conformance_tests!(Redis);
+wq_testkit::concurrency_tests!(Redis);
 wq_testkit::property_tests!(Redis, 64);
