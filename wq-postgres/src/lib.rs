@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio::task::AbortHandle;
 use wq_core::{StoreError, ValidationError, Wakeups};
 
@@ -89,6 +89,7 @@ pub struct PgStoreBuilder {
     max_connections: u32,
     migrate: bool,
     application_name: String,
+    connect_timeout: Duration,
 }
 
 impl PgStoreBuilder {
@@ -111,7 +112,21 @@ impl PgStoreBuilder {
         self
     }
 
-    /// Connects, migrates and starts listening for wake-ups.
+    /// How long [`connect`](Self::connect) keeps trying while the server
+    /// cannot be reached (default 30 s), so a worker may start before its
+    /// database: refused or dropped connections, a server still starting or
+    /// out of connection slots are tried again after 100 ms, doubling to
+    /// 5 s, each failed try logged at `warn`. `Duration::ZERO` makes one
+    /// try. What no retry can mend fails at once: a malformed URL or schema
+    /// name, a refused password, a missing database, a failed migration.
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// Connects, migrates and starts listening for wake-ups; see
+    /// [`connect_timeout`](Self::connect_timeout) for a server that is not
+    /// up yet.
     pub async fn connect(self) -> Result<PgStore, StoreError> {
         check_schema(&self.schema)?;
         // The functions resolve names through the search_path: every
@@ -135,9 +150,7 @@ impl PgStoreBuilder {
                 ("enable_seqscan", "off"),
                 (listen::ORIGIN_SETTING, origin.as_str()),
             ]);
-        if self.migrate {
-            migrate(options.clone(), &self.schema).await?;
-        }
+        reach(&options, &self.schema, self.migrate, self.connect_timeout).await?;
         // No ping before each use: it would double the round trips, and a
         // dead connection fails its statement anyway (callers retry).
         let pool = PgPoolOptions::new()
@@ -183,6 +196,7 @@ impl PgStore {
             max_connections: 10,
             migrate: true,
             application_name: "wq".to_owned(),
+            connect_timeout: Duration::from_secs(30),
         }
     }
 
@@ -200,6 +214,23 @@ impl PgStore {
     pub async fn close(&self) {
         self.inner.listener.abort();
         self.inner.pool.close().await;
+    }
+
+    /// Drops the store's schema and everything in it (jobs, queues, locks,
+    /// functions, migration history), then closes the pool every clone
+    /// shares. For tests, benchmarks and tearing down a deployment: stop
+    /// the workers and clients of the schema first, or the drop waits for
+    /// their transactions. Connecting again creates the schema afresh.
+    pub async fn drop_schema(self) -> Result<(), StoreError> {
+        self.inner.listener.abort();
+        // `check_schema` made the name a plain identifier.
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.inner.schema);
+        let dropped = sqlx::query(AssertSqlSafe(sql))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(error::store);
+        self.inner.pool.close().await;
+        dropped.map(drop)
     }
 }
 
@@ -222,20 +253,151 @@ fn check_schema(schema: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// The first wait between two tries to reach the server.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between two tries.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How long one try may take to open its connection when the time left is
+/// shorter (with a `connect_timeout` of zero, say).
+const MIN_TRY: Duration = Duration::from_secs(5);
+
+/// Why a try to reach the server failed.
+#[derive(Debug)]
+enum Contact {
+    Sql(sqlx::Error),
+    Migrate(sqlx::migrate::MigrateError),
+    TimedOut(Duration),
+}
+
+impl Contact {
+    /// Whether trying again may help: the server is down, starting, out of
+    /// connection slots, or dropped the connection. Refused credentials, a
+    /// missing database or a broken migration stay what they are.
+    fn transient(&self) -> bool {
+        let sql = match self {
+            Contact::Sql(e) => e,
+            Contact::Migrate(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) => e,
+            Contact::Migrate(_) => return false,
+            Contact::TimedOut(_) => return true,
+        };
+        match sql {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            // Connection exceptions, insufficient resources (too many
+            // connections), shutdown or startup in progress.
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+            }),
+            _ => false,
+        }
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Contact::Sql(e) => error::store(e),
+            Contact::Migrate(e) => StoreError::backend(e),
+            Contact::TimedOut(_) => StoreError::backend(self.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Contact::Sql(e) => e.fmt(f),
+            Contact::Migrate(e) => e.fmt(f),
+            Contact::TimedOut(d) => write!(f, "no connection within {d:?}"),
+        }
+    }
+}
+
+/// Opens a first connection, and migrates over it if asked, trying again
+/// with backoff while the failure is one that time may mend and `limit` has
+/// not passed. The pool is built only once this succeeds: its own retries
+/// would wait silently.
+async fn reach(
+    options: &PgConnectOptions,
+    schema: &str,
+    migrate: bool,
+    limit: Duration,
+) -> Result<(), StoreError> {
+    let started = tokio::time::Instant::now();
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let mut delay = FIRST_RETRY;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let left = limit.saturating_sub(started.elapsed());
+        let failure = match first_contact(options, schema, migrate, left.max(MIN_TRY)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !failure.transient() {
+            return Err(failure.into_store_error());
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(StoreError::backend(format!(
+                "Postgres at {server} not reachable: gave up after {tries} tries in {:?} \
+                 (connect_timeout {limit:?}); last error: {failure}",
+                started.elapsed()
+            )));
+        }
+        let wait = delay.min(left);
+        tracing::warn!(
+            server = %server,
+            error = %failure,
+            tries,
+            retry_in = ?wait,
+            "Postgres not reachable yet; trying again in {wait:?}"
+        );
+        tokio::time::sleep(wait).await;
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+/// One try: a connection of its own (whose search_path is the schema, from
+/// `options`) opened within `within`; then, if asked, the schema created and
+/// migrated. The probe fails fast where a pool would retry a refused
+/// connection silently until its acquire timeout.
+async fn first_contact(
+    options: &PgConnectOptions,
+    schema: &str,
+    migrate: bool,
+    within: Duration,
+) -> Result<(), Contact> {
+    let conn = tokio::time::timeout(within, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| Contact::TimedOut(within))?
+        .map_err(Contact::Sql)?;
+    let _ = conn.close().await;
+    if migrate {
+        run_migrations(options.clone(), schema, within).await?;
+    }
+    Ok(())
+}
+
 /// Applies the migrations inside `schema`, creating it if needed, over a
-/// connection of its own (whose search_path is the schema, from `options`).
-async fn migrate(options: PgConnectOptions, schema: &str) -> Result<(), StoreError> {
+/// pool of one connection (the migrator's future is `Send` over a pool).
+async fn run_migrations(
+    options: PgConnectOptions,
+    schema: &str,
+    within: Duration,
+) -> Result<(), Contact> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(within)
         .connect_with(options)
         .await
-        .map_err(error::store)?;
+        .map_err(Contact::Sql)?;
     // `check_schema` made the name a plain identifier.
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
     let created = sqlx::query(AssertSqlSafe(create)).execute(&pool).await;
     let migrated = match created {
-        Ok(_) => MIGRATOR.run(&pool).await.map_err(StoreError::backend),
-        Err(e) => Err(error::store(e)),
+        Ok(_) => MIGRATOR.run(&pool).await.map_err(Contact::Migrate),
+        Err(e) => Err(Contact::Sql(e)),
     };
     pool.close().await;
     migrated
