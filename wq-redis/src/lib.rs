@@ -88,8 +88,80 @@ use wq_core::{
     Scheduler, Store, StoreError, Timestamp, WakeSignal,
 };
 
+use std::time::Duration;
+
 use crate::error::driver;
 use crate::scripts::SCRIPTS;
+
+/// The first wait between two tries to reach the server.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between two tries.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How long one try may take when the time left is shorter (with a
+/// `connect_timeout` of zero, say).
+const MIN_TRY: Duration = Duration::from_secs(5);
+
+/// Whether time may mend a failure to reach the server: it is down,
+/// restarting, loading its data set or failing over. A refused password or
+/// a malformed address stays what it is.
+fn transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN")
+        )
+}
+
+/// Waits until the server answers a PING, trying again with backoff while
+/// the failure is one that time may mend and `limit` has not passed. Runs
+/// before the store's connections are made, whose own reconnection would
+/// retry a few times and silently.
+pub(crate) async fn reach(client: &redis::Client, limit: Duration) -> Result<(), StoreError> {
+    let started = tokio::time::Instant::now();
+    let server = client.get_connection_info().addr().to_string();
+    let mut delay = FIRST_RETRY;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let left = limit.saturating_sub(started.elapsed());
+        let failure = match ping(client, left.max(MIN_TRY)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !transient(&failure) {
+            return Err(driver(failure));
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(StoreError::backend(format!(
+                "Redis at {server} not reachable: gave up after {tries} tries in {:?} \
+                 (connect_timeout {limit:?}); last error: {failure}",
+                started.elapsed()
+            )));
+        }
+        let wait = delay.min(left);
+        tracing::warn!(
+            server = %server,
+            error = %failure,
+            tries,
+            retry_in = ?wait,
+            "Redis not reachable yet; trying again in {wait:?}"
+        );
+        tokio::time::sleep(wait).await;
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+/// One try: a connection of its own, opened and answering within `within`.
+async fn ping(client: &redis::Client, within: Duration) -> Result<(), redis::RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(within))
+        .set_response_timeout(Some(within));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await
+}
 
 impl RedisStore {
     /// Deletes every key under this store's prefix: queues, jobs, locks.

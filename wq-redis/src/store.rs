@@ -57,6 +57,7 @@ pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     response_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl RedisStoreBuilder {
@@ -73,12 +74,25 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How long [`connect`](Self::connect) keeps trying while the server
+    /// cannot be reached (default 30 s), so a worker may start before its
+    /// Redis: refused or dropped connections, timeouts and a server still
+    /// loading its data are tried again after 100 ms, doubling to 5 s, each
+    /// failed try logged at `warn`. `Duration::ZERO` makes one try. What no
+    /// retry can mend fails at once: a malformed URL or prefix, a refused
+    /// password.
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
     /// Connects, checks the server (Redis 7 or newer; warns unless
     /// `maxmemory-policy` is `noeviction`), loads the scripts and starts
     /// listening for wake-ups.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let keys = Keys::new(&self.prefix)?;
         let client = redis::Client::open(self.url.as_str()).map_err(driver)?;
+        crate::reach(&client, self.connect_timeout).await?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -165,6 +179,7 @@ impl RedisStore {
             url: url.into(),
             prefix: "wq".into(),
             response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
         }
     }
 
