@@ -100,6 +100,7 @@ macro_rules! conformance_tests {
             idle_workers_wake_on_enqueue,
             timeouts_and_panics_fail_the_attempt,
             no_loss_under_failures,
+            the_leader_audits_its_queues,
             message_id_is_stable_across_attempts,
         );
     };

@@ -1,6 +1,7 @@
 //! Once-per-cluster work under a leader lock: rescue of lapsed leases,
-//! promotion of due jobs, pruning past retention. Every worker runs this
-//! loop; only the one holding the lock does the work.
+//! promotion of due jobs, pruning past retention, audits of the store's
+//! invariants. Every worker runs this loop; only the one holding the lock
+//! does the work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 
+use super::stats::Stats;
 use super::{QueueRuntime, Shared};
 use crate::lock::LockLease;
 use crate::repeat::Repeat;
@@ -41,6 +43,8 @@ pub(crate) struct Timing {
     pub period: Duration,
     /// The leader lock's time to live.
     pub ttl: Duration,
+    /// Between two audits of each queue; `None`: never.
+    pub audit_every: Option<Duration>,
 }
 
 impl Timing {
@@ -59,7 +63,19 @@ impl Timing {
             .map_or(Duration::from_secs(1), |l| l / 3)
             .min(ttl / 3)
             .clamp(Duration::from_millis(20), Duration::from_secs(1));
-        Self { period, ttl }
+        Self {
+            period,
+            ttl,
+            audit_every: None,
+        }
+    }
+
+    /// Audits each queue every `every`, or never.
+    pub fn audit_every(self, every: Option<Duration>) -> Self {
+        Self {
+            audit_every: every,
+            ..self
+        }
     }
 }
 
@@ -71,11 +87,16 @@ pub(crate) async fn run<B: Backend>(
 ) {
     let client = Client::with_clock(shared.backend.clone(), shared.clock.clone());
     let mut enqueued: HashMap<Arc<str>, Timestamp> = HashMap::new();
-    let Timing { period, ttl } = timing;
+    let Timing {
+        period,
+        ttl,
+        audit_every,
+    } = timing;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut leader: Option<LockLease> = None;
     let mut last_prune: Option<Instant> = None;
+    let mut last_audit: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -100,6 +121,10 @@ pub(crate) async fn run<B: Backend>(
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             prune(&shared).await;
             last_prune = Some(Instant::now());
+        }
+        if audit_every.is_some_and(|every| last_audit.is_none_or(|t| t.elapsed() >= every)) {
+            audit(&shared, &queues).await;
+            last_audit = Some(Instant::now());
         }
     }
     if let Some(lease) = leader
@@ -175,6 +200,36 @@ async fn rescue<B: Backend>(shared: &Shared<B>) {
                 tracing::warn!(error = %e, "rescue failed");
                 return;
             }
+        }
+    }
+}
+
+/// Audits and repairs each served queue. An anomaly is a bug in the store,
+/// so it is logged at `error`, not `warn`: it means jobs that would have
+/// waited forever, run out of order or never been rescued.
+async fn audit<B: Backend>(shared: &Shared<B>, queues: &[Arc<QueueRuntime>]) {
+    let stats = &shared.control.stats;
+    for q in queues {
+        match shared
+            .backend
+            .audit(&q.name, shared.clock.now(), true)
+            .await
+        {
+            Ok(report) => {
+                Stats::bump(&stats.audits, 1);
+                Stats::bump(&stats.anomalies, report.anomalies.len() as u64);
+                for a in &report.anomalies {
+                    tracing::error!(
+                        queue = %a.queue,
+                        job = %a.job,
+                        group = a.group.as_ref().map(|g| g.as_str()),
+                        kind = ?a.kind,
+                        repaired = a.repaired,
+                        "store invariant broken: {a}"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, queue = %q.name, "audit failed"),
         }
     }
 }

@@ -100,6 +100,7 @@ pub struct Worker<B> {
     poll_interval: Duration,
     maintenance: bool,
     leader_lease: Option<Duration>,
+    audit_every: Option<Duration>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -114,6 +115,7 @@ impl<B: Backend> Worker<B> {
             poll_interval: Duration::from_secs(5),
             maintenance: true,
             leader_lease: None,
+            audit_every: Some(Duration::from_secs(60)),
         }
     }
 
@@ -182,6 +184,18 @@ impl<B: Backend> Worker<B> {
         self
     }
 
+    /// How often the maintenance leader audits each queue this worker
+    /// serves (default 60 s; `Duration::ZERO` turns it off): it checks the
+    /// store's invariants with [`Audit::audit`](crate::Audit::audit),
+    /// repairs what it can, logs every anomaly at `error` and counts it in
+    /// [`WorkerStats::anomalies`]. An audit reads every unfinished job of
+    /// the queue, so on queues with millions waiting a longer interval
+    /// keeps it cheap.
+    pub fn audit_every(mut self, every: Duration) -> Self {
+        self.audit_every = (!every.is_zero()).then_some(every);
+        self
+    }
+
     /// Loads the queues' settings and starts claiming.
     pub async fn start(self) -> Result<WorkerHandle, Error> {
         let queues = self.resolve_queues().await?;
@@ -201,7 +215,8 @@ impl<B: Backend> Worker<B> {
         });
         let mut background = vec![tokio::spawn(lease::run(shared.clone(), queues.clone()))];
         if self.maintenance {
-            let timing = maintenance::Timing::new(shortest_lease, self.leader_lease);
+            let timing = maintenance::Timing::new(shortest_lease, self.leader_lease)
+                .audit_every(self.audit_every);
             background.push(tokio::spawn(maintenance::run(
                 shared.clone(),
                 queues.clone(),

@@ -14,6 +14,8 @@ pub(crate) struct Stats {
     pub released: AtomicU64,
     pub stale: AtomicU64,
     pub lost: AtomicU64,
+    pub audits: AtomicU64,
+    pub anomalies: AtomicU64,
 }
 
 impl Stats {
@@ -33,6 +35,8 @@ impl Stats {
             released: get(&self.released),
             stale: get(&self.stale),
             lost: get(&self.lost),
+            audits: get(&self.audits),
+            anomalies: get(&self.anomalies),
         }
     }
 }
@@ -58,6 +62,14 @@ pub struct WorkerStats {
     pub stale: u64,
     /// Attempts stopped because their lease was lost.
     pub lost: u64,
+    /// Audits of a queue's invariants this worker ran as maintenance leader
+    /// (see [`Worker::audit_every`](crate::Worker::audit_every)).
+    pub audits: u64,
+    /// Broken invariants those audits found (and repaired where they
+    /// could), each logged at `error`. Any is a bug in the backend: jobs
+    /// that would have waited forever, run out of order, or never been
+    /// rescued. It stays 0 on a healthy store.
+    pub anomalies: u64,
 }
 
 impl WorkerStats {

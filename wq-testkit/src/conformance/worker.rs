@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rand::RngExt;
-use wq_core::{Client, Enqueue, JobContext, JobError, JobState, QueueConfig, QueueOptions, Worker};
+use wq_core::{
+    Client, Enqueue, JobContext, JobError, JobState, QueueConfig, QueueOptions, Worker,
+    WorkerHandle,
+};
 
 use super::ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
 use crate::harness::{
@@ -102,6 +105,64 @@ pub async fn idle_workers_wake_on_enqueue<T: TestBackend>(t: &T) -> TestResult {
         }
         let stopped = stop(worker).await;
         result.and(stopped.map(drop))
+    })
+    .await
+}
+
+/// The maintenance leader audits each queue it serves on its timer while
+/// work runs, and a sound store shows no anomaly: the audits happen (they
+/// are counted) and find nothing on a busy run of retries, groups and
+/// concurrent claims.
+pub async fn the_leader_audits_its_queues<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare(&client, QueueConfig::new("audited").retry(quick_retry(3))).await?;
+        let jobs = (0..300u32).map(|i| {
+            let g = format!("g{}", i % 30);
+            let kind = if i % 7 == 0 { "fail" } else { "ok" };
+            let step = Step {
+                g: g.clone(),
+                n: i / 30,
+                kind: kind.into(),
+            };
+            Enqueue::new("audited", &step).group(g)
+        });
+        client.enqueue_many(jobs).await?;
+        let ledger = Arc::new(Ledger::default());
+        let opts = QueueOptions::default().concurrency(6);
+        let start = || {
+            Worker::new(b.clone())
+                .audit_every(Duration::from_millis(20))
+                .handle_with("audited", recording_handler(ledger.clone()), opts)
+                .start()
+        };
+        let (w1, w2) = (start().await?, start().await?);
+        let audited = |w1: &WorkerHandle, w2: &WorkerHandle| w1.stats().audits + w2.stats().audits;
+        let done = wait_until("every job to end, audited along the way", PATIENCE, || {
+            let audits = audited(&w1, &w2);
+            let client = client.clone();
+            async move { Ok(audits >= 3 && client.counts("audited").await?.pending() == 0) }
+        })
+        .await;
+        let stats = (w1.stats(), w2.stats());
+        let stopped = (stop(w1).await, stop(w2).await);
+        done?;
+        stopped.0?;
+        stopped.1?;
+        ensure!(
+            stats.0.audits + stats.1.audits >= 3,
+            "audits run: {} and {}",
+            stats.0.audits,
+            stats.1.audits
+        );
+        ensure_eq!(
+            stats.0.anomalies + stats.1.anomalies,
+            0,
+            "anomalies found on a sound store"
+        );
+        let c = client.counts("audited").await?;
+        ensure_eq!(c.completed + c.dead, 300, "jobs finished");
+        ledger.check_fifo()
     })
     .await
 }
