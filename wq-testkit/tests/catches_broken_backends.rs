@@ -34,6 +34,12 @@ enum Fault {
     /// outside can tell), behind a head that completes, and no claim reaches
     /// it or the jobs behind it. The race that stranded jobs on Postgres.
     StrandBehindRunningHead,
+    /// Grants every job one attempt more than it shows: a retry on the
+    /// last attempt reschedules instead of killing.
+    ExtraAttempt,
+    /// Stores a job enqueued into a group whose head runs without its
+    /// group (shown with it everywhere), so it runs at once beside the head.
+    SecondHead,
 }
 
 /// Far enough ahead that a stranded job never comes due during a test.
@@ -71,6 +77,9 @@ impl Sabotaged {
         {
             job.state = JobState::Available;
             job.run_at = *at;
+        }
+        if matches!(self.fault, Fault::ExtraAttempt) {
+            job.max_attempts = job.max_attempts.saturating_sub(1);
         }
         job
     }
@@ -172,6 +181,27 @@ impl Store for Sabotaged {
                     .collect())
             }
             Fault::NoFencing => self.inner.enqueue(jobs, now).await,
+            Fault::ExtraAttempt | Fault::SecondHead => {
+                let mut jobs = jobs;
+                for job in &mut jobs {
+                    if matches!(self.fault, Fault::ExtraAttempt) {
+                        job.max_attempts += 1;
+                    } else if let Some(g) = job.group.clone()
+                        && self.head_runs(&job.queue, &g).await?
+                    {
+                        job.group = None;
+                        self.groups.lock().insert(job.id, g);
+                    }
+                }
+                let out = self.inner.enqueue(jobs, now).await?;
+                Ok(out
+                    .into_iter()
+                    .map(|e| Enqueued {
+                        job: self.disguise(e.job),
+                        created: e.created,
+                    })
+                    .collect())
+            }
             Fault::StrandBehindRunningHead => {
                 let mut jobs = jobs;
                 for job in &mut jobs {
@@ -347,6 +377,28 @@ async fn the_suite_catches_a_backend_that_does_not_fence() {
     let outcome = conformance::stale_workers_are_fenced(&Broken(Fault::NoFencing)).await;
     let failure = outcome.expect_err("stale_workers_are_fenced passed without fencing");
     assert!(failure.0.contains("Stale"), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_grants_an_extra_attempt() {
+    let outcome = conformance::retry_on_the_last_attempt_kills(&Broken(Fault::ExtraAttempt)).await;
+    let failure =
+        outcome.expect_err("retry_on_the_last_attempt_kills passed with an extra attempt");
+    assert!(says(&failure.0, &["on the last attempt"]), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_makes_a_second_head() {
+    let outcome =
+        conformance::enqueue_behind_a_running_head_waits(&Broken(Fault::SecondHead)).await;
+    let failure = outcome.expect_err("enqueue_behind_a_running_head_waits passed with two heads");
+    assert!(
+        says(
+            &failure.0,
+            &["heads its group", "while the head runs", "second head"]
+        ),
+        "{failure}"
+    );
 }
 
 #[test]
