@@ -4,6 +4,11 @@
 //! `CLIENT KILL` drop every connection, and the server is SIGKILLed and
 //! started again on its append-only file mid-run.
 //!
+//! Pub/sub must recover (every store resubscribes after the restart, which
+//! the server's client list shows) and so must the scripts (the restarted
+//! server has none: jobs enqueued after it complete only if the store loads
+//! them again on `NOSCRIPT`).
+//!
 //! The test runs a Redis of its own (`redis-server` on a free port, AOF
 //! fsynced on every write), so the shared server never restarts; it is
 //! ignored by a plain `cargo test` all the same, like the Postgres one, and
@@ -135,6 +140,44 @@ impl Server {
             begin,
             end: micros(),
         })
+    }
+
+    /// Waits until `n` connections subscribe to wake-ups; returns how long
+    /// that took. After a restart the server has no subscriber left, so
+    /// each one is a store that resubscribed.
+    async fn wait_for_subscribers(&self, n: usize) -> Result<u64, String> {
+        let begin = micros();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        while Instant::now() < deadline {
+            let list = async {
+                let mut conn = redis::Client::open(self.url())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("CLIENT")
+                    .arg("LIST")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .query_async::<String>(&mut conn)
+                    .await
+            };
+            if let Ok(list) = list.await {
+                seen = list
+                    .lines()
+                    .filter(|l| {
+                        l.split(' ')
+                            .any(|f| f.starts_with("psub=") && f != "psub=0")
+                    })
+                    .count();
+                if seen >= n {
+                    return Ok((micros() - begin) / 1_000);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "{seen} of {n} stores resubscribed to wake-ups after a restart"
+        ))
     }
 
     /// Drops every client connection, commands and pub/sub, a few times in
@@ -731,7 +774,8 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
     // Rounds of three kills, a pause long enough for their rescues, storms,
     // a restart, and three more kills; kills never overlap a storm or a
     // restart, so their rescue times measure rescue alone.
-    let (mut cuts, mut dropped, mut storms, mut down_ms) = (Vec::new(), 0, 0, Vec::new());
+    let (mut cuts, mut dropped, mut storms) = (Vec::new(), 0, 0);
+    let (mut down_ms, mut resubscribed_ms) = (Vec::new(), Vec::new());
     let chaos = async {
         loop {
             for half in 0..2 {
@@ -751,6 +795,8 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
                     let cut = server.restart().await?;
                     down_ms.push((cut.end - cut.begin) / 1_000);
                     cuts.push(cut);
+                    // The workers and the test's own store.
+                    resubscribed_ms.push(server.wait_for_subscribers(WORKERS + 1).await?);
                 }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -781,7 +827,7 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
     let max = ms(verdict.rescues.len().saturating_sub(1));
     eprintln!(
         "{{\"test\":\"redis_restart\",\"jobs\":{},\"runs\":{},\"reruns\":{},\
-         \"kills\":{},\"storms\":{storms},\"connections_dropped\":{dropped},\"restarts\":{},\"down_ms\":{down_ms:?},\
+         \"kills\":{},\"storms\":{storms},\"connections_dropped\":{dropped},\"restarts\":{},\"down_ms\":{down_ms:?},\"resubscribed_ms\":{resubscribed_ms:?},\
          \"enqueue_calls\":{},\"failed_enqueue_tries\":{},\"lost_replies\":{},\
          \"cut_runs_timed\":{},\"cut_runs_untimed\":{},\
          \"rescue_ms\":{{\"min\":{},\"median\":{median},\"max\":{max}}},\
