@@ -29,9 +29,11 @@ pub async fn wakes_across_stores<B: Backend>(producer: &B, consumer: &B) -> Test
         .handle("wake", handler)
         .start()
         .await?;
-    let result = rounds(&client, &ran).await;
-    worker.shutdown(Duration::from_secs(5)).await;
-    let slowest = result?;
+    // Bounded: a store call that hangs fails the check instead of hanging it.
+    let result = crate::harness::within("the wake-up rounds", rounds(&client, &ran)).await;
+    let stopped = crate::harness::stop(worker).await;
+    let slowest = result??;
+    stopped?;
     // Generous for a loaded machine; the fallback poll would take an hour.
     if slowest > Duration::from_secs(1) {
         return Err(Failure(format!("slowest start {slowest:?} after enqueue")));
