@@ -48,8 +48,7 @@
 //! - `WQ_SEED=<n>` runs that seed alone;
 //! - `WQ_SOAK_SECONDS=<n>` keeps running fresh seeds for `n` seconds per test.
 //!
-//! The tests need [`Audit`] from the backend; [`concurrency_tests!`]
-//! expands them for any [`TestBackend`] whose backend implements it.
+//! [`concurrency_tests!`] expands them for any [`TestBackend`].
 //!
 //! [`concurrency_tests!`]: crate::concurrency_tests
 
@@ -101,11 +100,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// idempotency keys, handlers that yield, sleep, fail and retry, random
 /// cancellations. Checks no loss, no duplicates, FIFO and one in flight per
 /// group, and a clean audit after every round.
-pub async fn racing_enqueues_workers_and_cancels<T>(t: &T) -> TestResult
-where
-    T: TestBackend,
-    T::Backend: Audit,
-{
+pub async fn racing_enqueues_workers_and_cancels<T: TestBackend>(t: &T) -> TestResult {
     seeded(t, &Scenario::racing()).await
 }
 
@@ -116,11 +111,7 @@ where
 /// they run again while the stale handler may still run. Overlaps are
 /// excused only where the earlier lease had really lapsed, and the test
 /// fails unless some lapsed attempt was rescued and ran again.
-pub async fn lapsed_leases_are_rescued_under_races<T>(t: &T) -> TestResult
-where
-    T: TestBackend,
-    T::Backend: Audit,
-{
+pub async fn lapsed_leases_are_rescued_under_races<T: TestBackend>(t: &T) -> TestResult {
     seeded(t, &Scenario::lapsing()).await
 }
 
@@ -129,11 +120,7 @@ where
 /// apart, so that batches keep landing in groups whose head is running or
 /// being acknowledged. Every job must finish and the audit must stay clean:
 /// a backend that leaves the new job without a claimable head strands it.
-pub async fn batch_enqueues_race_head_acks<T>(t: &T) -> TestResult
-where
-    T: TestBackend,
-    T::Backend: Audit,
-{
+pub async fn batch_enqueues_race_head_acks<T: TestBackend>(t: &T) -> TestResult {
     seeded(t, &Scenario::sweeping()).await
 }
 
@@ -630,7 +617,7 @@ impl<B: Backend> Scheduler for Watched<B> {
     }
 }
 
-impl<B: Backend + Audit> Audit for Watched<B> {
+impl<B: Backend> Audit for Watched<B> {
     async fn audit(
         &self,
         queue: &QueueName,
@@ -698,11 +685,7 @@ impl Seeds {
     }
 }
 
-async fn seeded<T>(t: &T, sc: &Scenario) -> TestResult
-where
-    T: TestBackend,
-    T::Backend: Audit,
-{
+async fn seeded<T: TestBackend>(t: &T, sc: &Scenario) -> TestResult {
     let seeds = Seeds::from_env()?;
     let started = Instant::now();
     let mut ran = 0;
@@ -733,7 +716,7 @@ struct Race<B> {
     queue: QueueName,
 }
 
-impl<B: Backend + Audit> Race<B> {
+impl<B: Backend> Race<B> {
     async fn run(b: B, sc: &Scenario, seed: u64) -> TestResult {
         let client = Client::new(b.clone());
         let config = QueueConfig::new(QUEUE)

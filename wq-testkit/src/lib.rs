@@ -120,9 +120,8 @@ macro_rules! __conformance_tests {
 
 /// Expands into one `#[tokio::test]` per test of [`concurrency`], each
 /// running a few seeds on fresh backends made by the given [`TestBackend`]
-/// expression, whose backend must implement [`wq_core::Audit`]. The calling
-/// crate needs `tokio` (with `macros` and `rt-multi-thread`) as a
-/// dev-dependency.
+/// expression. The calling crate needs `tokio` (with `macros` and
+/// `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! concurrency_tests {
     ($backend:expr) => {
