@@ -349,6 +349,8 @@ struct Enqueued {
     sent: Vec<Sent>,
     calls: u64,
     failed_tries: u64,
+    /// When each try began and ended.
+    spans: Vec<(u64, u64)>,
     /// Retries answered with the job an earlier, failed try had stored.
     lost_replies: u64,
 }
@@ -398,6 +400,7 @@ impl Enqueuer {
                     .idempotency_key(key(g, n))
                     .id(JobId::new())
             });
+            let begin = micros();
             let result = match jobs.next() {
                 Some(one) if steps.len() == 1 => self.client.enqueue(one).await.map(|e| vec![e]),
                 Some(first) => {
@@ -407,6 +410,7 @@ impl Enqueuer {
                 }
                 None => return Ok(()),
             };
+            self.done.spans.push((begin, micros()));
             let stored = match result {
                 Ok(stored) => stored,
                 Err(e) if Instant::now() < deadline => {
@@ -775,7 +779,7 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
     // a restart, and three more kills; kills never overlap a storm or a
     // restart, so their rescue times measure rescue alone.
     let (mut cuts, mut dropped, mut storms) = (Vec::new(), 0, 0);
-    let (mut down_ms, mut resubscribed_ms) = (Vec::new(), Vec::new());
+    let (mut restarts, mut down_ms, mut resubscribed_ms) = (Vec::new(), Vec::new(), Vec::new());
     let chaos = async {
         loop {
             for half in 0..2 {
@@ -795,6 +799,7 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
                     let cut = server.restart().await?;
                     down_ms.push((cut.end - cut.begin) / 1_000);
                     cuts.push(cut);
+                    restarts.push(cut);
                     // The workers and the test's own store.
                     resubscribed_ms.push(server.wait_for_subscribers(WORKERS + 1).await?);
                 }
@@ -822,13 +827,20 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
     drop(server);
     let ledger = read_ledger(ledger_dir)?;
     let verdict = check(&live.sent, &stored, &ledger, &kills, &cuts)?;
+    // Tries under way while the server was down: each failed, or waited
+    // for it to come back.
+    let across = live
+        .spans
+        .iter()
+        .filter(|&&(b, e)| restarts.iter().any(|c: &Cut| b <= c.end && e >= c.begin))
+        .count();
     let ms = |p: usize| verdict.rescues.get(p).copied().unwrap_or(0);
     let median = ms(verdict.rescues.len() / 2);
     let max = ms(verdict.rescues.len().saturating_sub(1));
     eprintln!(
         "{{\"test\":\"redis_restart\",\"jobs\":{},\"runs\":{},\"reruns\":{},\
          \"kills\":{},\"storms\":{storms},\"connections_dropped\":{dropped},\"restarts\":{},\"down_ms\":{down_ms:?},\"resubscribed_ms\":{resubscribed_ms:?},\
-         \"enqueue_calls\":{},\"failed_enqueue_tries\":{},\"lost_replies\":{},\
+         \"enqueue_calls\":{},\"failed_enqueue_tries\":{},\"enqueue_tries_across_restarts\":{across},\"lost_replies\":{},\
          \"cut_runs_timed\":{},\"cut_runs_untimed\":{},\
          \"rescue_ms\":{{\"min\":{},\"median\":{median},\"max\":{max}}},\
          \"lease_ms\":{},\"leader_lease_ms\":{},\"seconds\":{:.1}}}",
@@ -856,6 +868,9 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
     }
     if live.failed_tries == 0 {
         return Err("no enqueue failed: the storms and the restart missed the enqueuer".into());
+    }
+    if across == 0 {
+        return Err("no enqueue was under way while the server was down".into());
     }
     if verdict.rescues.is_empty() {
         return Err("no kill cut a run: the kills tested nothing".into());
