@@ -36,7 +36,9 @@
 //!    had lapsed before the later one started (the engine stops such a
 //!    handler at its next heartbeat; fencing keeps it from acknowledging);
 //! 4. the audit is clean after every round and at the end, which covers
-//!    "no group is left without a claimable head while it has due jobs".
+//!    "no group is left without a claimable head while it has due jobs";
+//!    the maintenance leader also audits (and would repair) several times a
+//!    second while the run goes on, and must find nothing either.
 //!
 //! ## Seeds
 //!
@@ -94,6 +96,15 @@ const SEED_LIMIT: Duration = Duration::from_secs(240);
 /// The fallback poll of the workers: wake-ups do the real work, and a lost
 /// one must not look like a stall.
 const POLL: Duration = Duration::from_millis(500);
+
+/// How often the maintenance leader audits (and repairs) the queue while
+/// the run goes on, so that its audits race with the work as well.
+const LEADER_AUDITS: Duration = Duration::from_millis(100);
+
+/// The leader lock: short, so that the maintenance round (a third of it at
+/// most) comes every 200 ms even where job leases are long, and the leader's
+/// rescues and audits happen many times per run.
+const LEADER_LEASE: Duration = Duration::from_millis(600);
 
 /// Several enqueuers, workers and an operator race on shared groups: single
 /// and batch enqueues into old and new groups, ungrouped jobs, colliding
@@ -749,9 +760,18 @@ impl<B: Backend> Race<B> {
         let outcome = race.clone().drive(&deaf).await;
         let stopped = stop_all(workers).await;
         outcome?;
-        stopped?;
+        let leaders = stopped?;
+        // The leader repairs what it finds, which would hide a stranded job
+        // from the drain and the audits here: anything it found fails the run.
+        if leaders.anomalies > 0 {
+            return Err(Failure(format!(
+                "the maintenance leader's audits found {} anomalies (and repaired them) \
+                 while the run went on",
+                leaders.anomalies
+            )));
+        }
         race.audit("after the workers stopped").await?;
-        race.check().await
+        race.check(leaders).await
     }
 
     async fn worker(&self, i: usize, deaf: Arc<AtomicBool>) -> Result<WorkerHandle, Failure> {
@@ -772,6 +792,8 @@ impl<B: Backend> Race<B> {
         let worker = Worker::new(watched)
             .id(format!("race-w{i}"))
             .poll_interval(POLL)
+            .leader_lease(LEADER_LEASE)
+            .audit_every(LEADER_AUDITS)
             .handle_with(QUEUE, handler, options)
             .start();
         Ok(bounded("worker start", worker).await??)
@@ -998,7 +1020,7 @@ impl<B: Backend> Race<B> {
     }
 
     /// The checks on the ledger, once everything has stopped.
-    async fn check(&self) -> TestResult {
+    async fn check(&self, leaders: Audits) -> TestResult {
         let violations = self.ledger.violations.lock().clone();
         if !violations.is_empty() {
             return Err(report("broken while the run went on", &violations));
@@ -1012,7 +1034,8 @@ impl<B: Backend> Race<B> {
         let rescued = self.rescued(&runs);
         eprintln!(
             "{}: {} jobs ({} completed, {} dead, {} cancelled), {} runs, {} cancels asked, \
-             {rescued} runs rescued after a lapse, {excused} overlaps excused by one",
+             {rescued} runs rescued after a lapse, {excused} overlaps excused by one, \
+             {} leader audits",
             self.sc.name,
             jobs.len(),
             tally.completed,
@@ -1020,6 +1043,7 @@ impl<B: Backend> Race<B> {
             tally.cancelled,
             runs.len(),
             self.ledger.cancels.load(Ordering::SeqCst),
+            leaders.audits,
         );
         if self.sc.lapses && rescued == 0 {
             return Err(Failure(
@@ -1293,8 +1317,14 @@ async fn handle(
     }
 }
 
-async fn stop_all(workers: Vec<WorkerHandle>) -> TestResult {
+/// Shuts the workers down; returns what their maintenance audits found,
+/// added up.
+async fn stop_all(workers: Vec<WorkerHandle>) -> Result<Audits, Failure> {
+    let mut found = Audits::default();
     for w in workers {
+        let stats = w.stats();
+        found.audits += stats.audits;
+        found.anomalies += stats.anomalies;
         let id = w.id().to_owned();
         bounded(
             &format!("shutdown of {id}"),
@@ -1302,5 +1332,12 @@ async fn stop_all(workers: Vec<WorkerHandle>) -> TestResult {
         )
         .await?;
     }
-    Ok(())
+    Ok(found)
+}
+
+/// The maintenance leaders' audits of one run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Audits {
+    audits: u64,
+    anomalies: u64,
 }
