@@ -320,7 +320,16 @@ impl Workers {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.kills
+        std::mem::take(&mut self.kills)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
