@@ -49,6 +49,10 @@ impl RedisStore {
 
     /// Acknowledges and claims in one script call when every acknowledged
     /// job belongs to the claimed queue (the worker's case), else in two.
+    /// A job no queue holds goes with them: the script answers `notfound`
+    /// for it as the lookup would, unless the call repeats a turn, whose
+    /// remembered outcomes then stand for jobs deleted since (a queue that
+    /// keeps no finished jobs).
     pub(crate) async fn ack_then_claim(
         &self,
         acks: &[Ack],
@@ -57,8 +61,11 @@ impl RedisStore {
     ) -> Result<AckedAndClaimed, StoreError> {
         let ids: Vec<JobId> = acks.iter().map(|a| a.id).collect();
         let queues = self.locate(&ids).await?;
-        let Some(req) = claim.filter(|r| queues.iter().all(|q| q.as_ref() == Some(&r.queue)))
-        else {
+        let Some(req) = claim.filter(|r| {
+            queues
+                .iter()
+                .all(|q| q.as_ref().is_none_or(|q| *q == r.queue))
+        }) else {
             let acks = if acks.is_empty() {
                 Vec::new()
             } else {
@@ -190,10 +197,12 @@ pub(crate) fn by_queue(queues: &[Option<QueueName>]) -> Vec<(QueueName, Vec<usiz
     groups
 }
 
+/// The claim's arguments; the turn is `''` when there is none.
 fn claim_args(call: &mut ScriptInvocation<'_>, req: &ClaimRequest) {
     call.arg(req.lease_until.as_micros())
         .arg(&*req.worker)
-        .arg(req.limit);
+        .arg(req.limit)
+        .arg(req.turn.map(|t| t.to_string()).unwrap_or_default());
 }
 
 /// The count and five arguments per acknowledgement (see `lua/lib/ack.lua`).

@@ -25,6 +25,14 @@ const MIN_IDLE: Duration = Duration::from_millis(2);
 /// Most acknowledgements stored in one round trip.
 const ACK_BATCH: usize = 512;
 
+/// Tries of one turn whose call fails, the first included, before the
+/// runner gives up on it (it also gives up once half the lease has gone:
+/// what the first try claimed would have little time left to run); the
+/// pause before the first retry, doubled for each next one up to a cap.
+const TURN_TRIES: u32 = 10;
+const TURN_RETRY_WAIT: Duration = Duration::from_millis(10);
+const TURN_RETRY_MAX_WAIT: Duration = Duration::from_millis(200);
+
 /// Most scheduler passes a turn waits for attempts still running, and how
 /// many in a row may bring none before it stops waiting.
 const GATHER_PASSES: usize = 16;
@@ -60,6 +68,9 @@ struct Runner<B> {
     /// The last claim came back short: wait for a reason to claim again.
     idle_until: Option<Timestamp>,
     claim_failures: u32,
+    /// The last turn's number. It starts at random so that a worker
+    /// restarted under the same id does not repeat an earlier life's turns.
+    turn: u64,
 }
 
 pub(crate) async fn run<B: Backend>(shared: Arc<Shared<B>>, queue: Arc<QueueRuntime>) {
@@ -74,6 +85,7 @@ pub(crate) async fn run<B: Backend>(shared: Arc<Shared<B>>, queue: Arc<QueueRunt
         running: 0,
         idle_until: None,
         claim_failures: 0,
+        turn: rand::random(),
     };
     runner.run().await
 }
@@ -138,41 +150,67 @@ impl<B: Backend> Runner<B> {
 
     /// Stores finished attempts and claims up to `claim` jobs, in one
     /// round trip where the backend allows.
+    ///
+    /// A call that fails may still have been applied, its reply lost on the
+    /// way back: the runner then sends the same turn again (same
+    /// acknowledgements, a claim with the same turn number) a few times, so
+    /// a backend that remembers turns answers what the first try did
+    /// instead of refusing the acknowledgements as stale and leaving the
+    /// first try's claims leased to nobody.
     async fn turn(&mut self, finished: Finished, claim: Option<usize>) {
-        let now = self.shared.clock.now();
-        let req = claim.map(|limit| {
-            self.signal.mark_seen();
-            ClaimRequest::new(
-                self.queue.name.clone(),
-                limit,
-                now,
-                now + self.queue.config.lease,
-                self.shared.worker_id.clone(),
-            )
-        });
-        let result = self
-            .shared
-            .backend
-            .ack_and_claim(&finished.acks, req.as_ref(), now)
-            .await;
-        match result {
-            Ok(done) => {
-                self.record(&finished.acks, &done.acks);
-                self.running -= finished.count;
-                if let Some(req) = req {
-                    self.start(req, done.jobs, done.next_due).await;
+        self.turn = self.turn.wrapping_add(1);
+        let started = std::time::Instant::now();
+        let mut wait = TURN_RETRY_WAIT;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let now = self.shared.clock.now();
+            let req = claim.map(|limit| {
+                self.signal.mark_seen();
+                ClaimRequest::new(
+                    self.queue.name.clone(),
+                    limit,
+                    now,
+                    now + self.queue.config.lease,
+                    self.shared.worker_id.clone(),
+                )
+                .turn(self.turn)
+            });
+            let result = self
+                .shared
+                .backend
+                .ack_and_claim(&finished.acks, req.as_ref(), now)
+                .await;
+            match result {
+                Ok(done) => {
+                    self.record(&finished.acks, &done.acks);
+                    self.running -= finished.count;
+                    if let Some(req) = req {
+                        self.start(req, done.jobs, done.next_due).await;
+                    }
+                    return;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, queue = %self.queue.name, "acknowledge and claim failed");
-                if !finished.acks.is_empty() {
-                    self.store_acks(&finished.acks).await;
+                Err(e)
+                    if tries < TURN_TRIES
+                        && started.elapsed() < self.queue.config.lease / 2
+                        && !self.shared.control.is_crashed() =>
+                {
+                    tracing::warn!(error = %e, queue = %self.queue.name, "acknowledge and claim failed; sending the turn again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(TURN_RETRY_MAX_WAIT);
                 }
-                self.running -= finished.count;
-                if req.is_some() {
-                    self.claim_failures = self.claim_failures.saturating_add(1);
-                    let wait = Duration::from_millis(50 << self.claim_failures.min(6));
-                    self.idle_until = Some(now + wait);
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = %self.queue.name, "acknowledge and claim failed");
+                    if !finished.acks.is_empty() {
+                        self.store_acks(&finished.acks).await;
+                    }
+                    self.running -= finished.count;
+                    if claim.is_some() {
+                        self.claim_failures = self.claim_failures.saturating_add(1);
+                        let wait = Duration::from_millis(50 << self.claim_failures.min(6));
+                        self.idle_until = Some(now + wait);
+                    }
+                    return;
                 }
             }
         }

@@ -1,38 +1,51 @@
--- The fields an acknowledgement reads: FINISH_FIELDS, then the lease and
--- the attempts.
-local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr' }
+-- The fields an acknowledgement reads: FINISH_FIELDS, then the lease, the
+-- attempts, the cancellation flag and the token of the last
+-- acknowledgement applied.
+local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 'ak' }
 
 -- Applies one acknowledgement if its token holds a live lease on a running
 -- job; returns the job's new state, 'stale' or 'notfound'.
 -- action: c(omplete), r(etry), d(efer), k(ill), l (release).
+--
+-- The token of an applied acknowledgement stays in the job as `ak` until
+-- the next claim clears it: the same acknowledgement sent again, because
+-- its reply was lost on the way back, answers with the job's state instead
+-- of 'stale' (which would say the lease had lapsed), while an old token
+-- after a newer claim still answers 'stale'.
 local function ack_one(id, token, action, run_at, msg, now, cfg)
   local f = redis.call('HMGET', jkey(id), unpack(ACK_FIELDS))
   if not f[1] then return 'notfound' end
-  if f[1] ~= 'running' or f[6] ~= token or tonumber(f[7]) <= tonumber(now) then return 'stale' end
+  if f[1] ~= 'running' or f[6] ~= token or tonumber(f[7]) <= tonumber(now) then
+    if f[11] == token and f[1] ~= 'running' then return f[1] end
+    return 'stale'
+  end
   push(later.unlease, id)
   local attempt = tonumber(f[8])
   if action == 'c' then
-    finish(id, f, 'completed', now, cfg)
+    finish(id, f, 'completed', now, cfg, { 'ak', token })
     return 'completed'
   end
   if f[10] then
-    finish(id, f, 'cancelled', now, cfg)
+    finish(id, f, 'cancelled', now, cfg, { 'ak', token })
     return 'cancelled'
   end
   if action == 'k' or (action == 'r' and attempt >= tonumber(f[9])) then
-    finish(id, f, 'dead', now, cfg, { 'er', msg })
+    finish(id, f, 'dead', now, cfg, { 'er', msg, 'ak', token })
     return 'dead'
   end
-  local extra = { 'tk', '', 'lx', '', 'wk', '' }
+  local extra = { 'tk', '', 'lx', '', 'wk', '', 'ak', token }
   local given_back = int(math.max(attempt - 1, 0))
   if action == 'r' then
     f[3] = run_at
-    extra[7], extra[8], extra[9], extra[10] = 'er', msg, 'ra', run_at
+    push(extra, 'er', msg)
+    push(extra, 'ra', run_at)
   elseif action == 'd' then
     f[3] = run_at
-    extra[7], extra[8], extra[9], extra[10], extra[11], extra[12] = 'er', msg, 'ra', run_at, 'at', given_back
+    push(extra, 'er', msg)
+    push(extra, 'ra', run_at)
+    push(extra, 'at', given_back)
   else
-    extra[7], extra[8] = 'at', given_back
+    push(extra, 'at', given_back)
   end
   return requeue(id, now, f, extra)
 end
