@@ -132,7 +132,8 @@ pub enum AckOutcome {
     /// Applied; the job is now in this state. A job whose cancellation was
     /// requested ends `cancelled` unless the action was `Complete`.
     Applied(JobState),
-    /// Refused: the job is not running under this token, or the lease has
+    /// Refused: the job is not running under this token (nor was this
+    /// token's acknowledgement the last applied to it), or the lease has
     /// lapsed. Nothing changed.
     Stale,
     /// No such job.
@@ -395,6 +396,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies acknowledgements, each checked against its fencing token;
     /// one outcome per ack, in order.
+    ///
+    /// An acknowledgement sent again with the token of the last one applied
+    /// to its job (the first reply was lost) answers `Applied` with the
+    /// job's state now and changes nothing, until the job is claimed again
+    /// or rescued; after that its token is `Stale`.
     fn ack(
         &self,
         acks: &[Ack],
@@ -405,7 +411,10 @@ pub trait Store: Send + Sync + 'static {
     /// batch of attempts ends. Backends that can do both in one round trip
     /// (one lock, one transaction, one script) should; the default makes two
     /// calls. On error the acknowledgements may or may not have been
-    /// applied; sending them again is safe (applied ones answer `Stale`).
+    /// applied; sending them again is safe (applied ones answer `Applied`
+    /// again, see [`Store::ack`]), and a claim sent again with the same
+    /// [`ClaimRequest::turn`] gets back what the first try claimed where the
+    /// backend remembers turns.
     fn ack_and_claim(
         &self,
         acks: &[Ack],

@@ -142,6 +142,9 @@ pub(crate) struct State {
     queues: Map<QueueName, QueueState>,
     /// Running jobs by lease expiry, for rescue.
     leases: BTreeSet<(Timestamp, JobId)>,
+    /// The token of the last acknowledgement applied to each job that has
+    /// not run since: the same acknowledgement sent again answers applied.
+    acked: Map<JobId, u64>,
     locks: Map<Arc<str>, LockLease>,
     next_seq: u64,
     next_token: u64,
@@ -327,6 +330,7 @@ impl State {
                 worker: req.worker.clone(),
             });
             self.leases.insert((req.lease_until, id));
+            self.acked.remove(&id);
             out.push(job.clone());
         }
         Ok(out)
@@ -337,6 +341,21 @@ impl State {
     }
 
     fn ack_one(&mut self, ack: &Ack, now: Timestamp) -> AckOutcome {
+        let outcome = self.apply_ack(ack, now);
+        if let AckOutcome::Applied(_) = outcome
+            && self.jobs.contains_key(&ack.id)
+        {
+            self.acked.insert(ack.id, ack.token);
+        }
+        outcome
+    }
+
+    fn apply_ack(&mut self, ack: &Ack, now: Timestamp) -> AckOutcome {
+        if self.acked.get(&ack.id) == Some(&ack.token)
+            && let Some(job) = self.jobs.get(&ack.id)
+        {
+            return AckOutcome::Applied(job.state);
+        }
         let job = match leased(&mut self.jobs, ack.id, ack.token, now) {
             Ok(job) => job,
             Err(outcome) => return outcome,
@@ -537,6 +556,7 @@ impl State {
 
     /// Deletes a job outright.
     fn remove(&mut self, id: JobId) -> Option<Job> {
+        self.acked.remove(&id);
         let job = self.jobs.remove(&id)?;
         if let Some(q) = self.queues.get_mut(&job.queue) {
             *q.counts.get_mut(job.state) -= 1;
@@ -647,6 +667,7 @@ impl State {
     /// Brings a dead job back with fresh attempts: in place if it still
     /// holds its group, else at the back of its group.
     fn revive(&mut self, id: JobId, now: Timestamp) {
+        self.acked.remove(&id);
         self.next_seq += 1;
         let seq = self.next_seq;
         let Some(job) = self.jobs.get_mut(&id) else {

@@ -75,9 +75,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
 BEGIN
+    -- A running job placed again (rescue) forgets its token; any other keeps
+    -- the token of the acknowledgement that last applied to it (see `ack`).
     UPDATE jobs
     SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
-        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL
+        lease_token = CASE WHEN state = 2 THEN NULL ELSE lease_token END,
+        lease_expires_at = NULL, lease_worker = NULL
     WHERE id = p_id
     RETURNING * INTO j;
     INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
@@ -123,7 +126,8 @@ BEGIN
     END IF;
     UPDATE jobs
     SET state = p_state, finished_at = p_now, updated_at = p_now,
-        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,
+        lease_token = CASE WHEN state = 2 THEN NULL ELSE lease_token END,
+        lease_expires_at = NULL, lease_worker = NULL,
         last_error = coalesce(p_error, last_error)
     WHERE id = p_id
     RETURNING * INTO j;
@@ -401,10 +405,11 @@ BEGIN
     IF cardinality(p_ids) = 0 THEN
         RETURN;
     END IF;
+    -- Jobs an acknowledgement put back keep its token (see `ack`).
     WITH placed AS (
         UPDATE jobs
         SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
-            lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL
+            lease_expires_at = NULL, lease_worker = NULL
         WHERE id = ANY(p_ids)
         RETURNING id, queue, group_key, priority, run_at, seq, state
     ), headed AS (
@@ -444,8 +449,12 @@ BEGIN
     -- group's next head, chosen after it, are then decided under the group's
     -- lock by statements that see every enqueue committed into the group.
     PERFORM wq_lock_groups_of(p_ids);
-    -- Lock the jobs, in id order, and judge each acknowledgement against its job. Fates: 3
-    -- completed, 4 dead, 5 cancelled, -1 back in line (retry, defer, release).
+    -- Lock the jobs, in id order, and judge each acknowledgement against its
+    -- job. Fates: 3 completed, 4 dead, 5 cancelled, -1 back in line (retry,
+    -- defer, release), -2 a repeat. A job keeps the token of the last
+    -- acknowledgement applied to it until it is claimed or rescued, so the
+    -- same acknowledgement sent again (its reply was lost) answers applied,
+    -- with the job's state now, and changes nothing.
     SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
            array_agg(v.outcome ORDER BY inp.ord),
            array_agg(f.fate ORDER BY inp.ord),
@@ -466,11 +475,13 @@ BEGIN
     ) j ON j.id = inp.id
     CROSS JOIN LATERAL (
         SELECT CASE WHEN j.id IS NULL THEN 2
+                    WHEN j.state <> 2 AND j.lease_token = inp.token THEN 0
                     WHEN j.state <> 2 OR j.lease_token IS DISTINCT FROM inp.token
                          OR j.lease_expires_at <= p_now THEN 1
                     ELSE 0 END::smallint AS outcome) v
     CROSS JOIN LATERAL (
         SELECT CASE WHEN v.outcome <> 0 THEN NULL
+                    WHEN j.state <> 2 THEN -2
                     WHEN inp.action = 0 THEN 3
                     WHEN j.cancel_requested THEN 5
                     WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
@@ -484,7 +495,7 @@ BEGIN
     -- Terminal ones.
     UPDATE jobs j
     SET state = v_fate[array_position(p_ids, j.id)], finished_at = p_now, updated_at = p_now,
-        lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,
+        lease_expires_at = NULL, lease_worker = NULL,
         last_error = CASE WHEN v_fate[array_position(p_ids, j.id)] = 4
                           THEN coalesce(p_messages[array_position(p_ids, j.id)], j.last_error)
                           ELSE j.last_error END
@@ -554,7 +565,7 @@ BEGIN
         r.ord := v_ord[i];
         r.outcome := v_outcome[i];
         r.state := v_fate[i];
-        IF v_fate[i] = -1 THEN
+        IF v_fate[i] < 0 THEN
             SELECT state INTO r.state FROM jobs WHERE id = p_ids[i];
         END IF;
         RETURN NEXT r;
@@ -764,6 +775,7 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         UPDATE jobs
         SET attempt = 0, cancel_requested = false, run_at = p_now, finished_at = NULL,
+            lease_token = NULL,
             state = 1, updated_at = p_now
         WHERE id = j.id;
         IF j.group_key IS NULL THEN

@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             repeated_jobs_run_once_per_slot,
             lapsed_leases_are_rescued,
             stale_workers_are_fenced,
+            repeated_acks_answer_applied,
             heartbeats_keep_long_jobs,
             crashed_workers_jobs_run_again,
             a_crashed_leaders_jobs_run_again_within_two_leases,
