@@ -401,6 +401,7 @@ struct Ledger {
     finals: Mutex<HashMap<JobId, (JobState, u64)>>,
     /// Broken guarantees seen while the run went on.
     violations: Mutex<Vec<String>>,
+    /// Cancellations the store accepted (of a waiting or a running job).
     cancels: AtomicU64,
 }
 
@@ -1102,6 +1103,7 @@ impl<B: Backend> Race<B> {
         let mut problems = Vec::new();
         let mut tally = Counts::default();
         let finals = self.ledger.finals.lock().clone();
+        let succeeded: HashSet<JobId> = runs.iter().filter(|r| r.ok).map(|r| r.job).collect();
         for id in jobs.keys() {
             let Some(job) = bounded("get", self.b.get(*id)).await?? else {
                 problems.push(format!(
@@ -1121,7 +1123,7 @@ impl<B: Backend> Race<B> {
                     job.state
                 ));
             }
-            if job.state == JobState::Completed && !runs.iter().any(|r| r.job == *id && r.ok) {
+            if job.state == JobState::Completed && !succeeded.contains(id) {
                 problems.push(format!(
                     "job {id} is completed, yet no attempt of it succeeded"
                 ));
@@ -1143,6 +1145,8 @@ impl<B: Backend> Race<B> {
                 ));
             }
         }
+        // Jobs stored beyond those created (a duplicate behind a reused
+        // idempotency key, say) show here.
         let counts = bounded("counts", self.b.counts(&self.queue)).await??;
         if problems.is_empty() && counts != tally {
             problems.push(format!(
