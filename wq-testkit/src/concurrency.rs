@@ -397,8 +397,9 @@ struct Ledger {
     leases: Mutex<HashMap<(JobId, u64), Timestamp>>,
     /// Attempts (job, token) whose acknowledgement the store applied.
     applied: Mutex<HashSet<(JobId, u64)>>,
-    /// Terminal states the store reported through acknowledgements.
-    finals: Mutex<HashMap<JobId, (JobState, u64)>>,
+    /// Terminal states the store reported through acknowledgements: the
+    /// state, when (in the ledger's order) and under which token.
+    finals: Mutex<HashMap<JobId, Final>>,
     /// Broken guarantees seen while the run went on.
     violations: Mutex<Vec<String>>,
     /// Cancellations the store accepted (of a waiting or a running job).
@@ -456,9 +457,25 @@ impl Ledger {
                 continue;
             };
             self.applied.lock().insert((ack.id, ack.token));
-            if state.is_terminal() {
-                let at = self.tick();
-                if let Some((old, _)) = self.finals.lock().insert(ack.id, (*state, at)) {
+            if !state.is_terminal() {
+                continue;
+            }
+            let now = Final {
+                state: *state,
+                at: self.tick(),
+                token: ack.token,
+            };
+            let mut finals = self.finals.lock();
+            match finals.get(&ack.id) {
+                None => {
+                    finals.insert(ack.id, now);
+                }
+                // The same acknowledgement sent again (after a failed round
+                // trip) is answered as applied again; the job ended once.
+                Some(old) if old.token == now.token && old.state == now.state => {}
+                Some(old) => {
+                    let old = old.state;
+                    drop(finals);
                     self.violation(format!(
                         "job {} became {state} through an acknowledgement after it was already {old}",
                         ack.id
@@ -472,6 +489,14 @@ impl Ledger {
         let created = self.created.lock();
         created.len().checked_sub(back + 1).map(|i| created[i])
     }
+}
+
+/// How a job ended, as an acknowledgement reported it.
+#[derive(Clone, Copy, Debug)]
+struct Final {
+    state: JobState,
+    at: u64,
+    token: u64,
 }
 
 /// Records the end of a handler run when the handler returns or is
@@ -1115,12 +1140,12 @@ impl<B: Backend> Race<B> {
             if !job.state.is_terminal() {
                 problems.push(format!("job {id} never finished: it is {}", job.state));
             }
-            if let Some((state, _)) = finals.get(id)
-                && *state != job.state
+            if let Some(f) = finals.get(id)
+                && f.state != job.state
             {
                 problems.push(format!(
-                    "job {id} became {state}, and is now {}: terminal twice",
-                    job.state
+                    "job {id} became {}, and is now {}: terminal twice",
+                    f.state, job.state
                 ));
             }
             if job.state == JobState::Completed && !succeeded.contains(id) {
@@ -1136,12 +1161,12 @@ impl<B: Backend> Race<B> {
                     r.job
                 ));
             }
-            if let Some((state, at)) = finals.get(&r.job)
-                && r.start > *at
+            if let Some(f) = finals.get(&r.job)
+                && r.start > f.at
             {
                 problems.push(format!(
-                    "job {} ran again (attempt {}) after it was {state}",
-                    r.job, r.attempt
+                    "job {} ran again (attempt {}) after it was {}",
+                    r.job, r.attempt, f.state
                 ));
             }
         }
