@@ -26,8 +26,10 @@ pub async fn fifo_per_group<T: TestBackend>(t: &T) -> TestResult {
         let client = Client::new(b.clone());
         declare(&client, QueueConfig::new("fifo")).await?;
         let (groups, per_group) = (30u32, 20u32);
-        let jobs = (0..per_group).flat_map(|n| {
-            (0..groups).map(move |g| {
+        // Each group's jobs back to back: a store that ignored groups would
+        // hand several of one group to one claim, and they would overlap.
+        let jobs = (0..groups).flat_map(|g| {
+            (0..per_group).map(move |n| {
                 let g = format!("g{g}");
                 Enqueue::new("fifo", &Step::ok(g.clone(), n)).group(g)
             })
