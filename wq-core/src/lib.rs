@@ -59,6 +59,7 @@
 
 mod audit;
 mod client;
+pub mod connect;
 mod error;
 mod handler;
 mod job;

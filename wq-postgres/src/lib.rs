@@ -51,6 +51,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio::task::AbortHandle;
+use wq_core::connect::Unreached;
 use wq_core::{StoreError, ValidationError, Wakeups};
 
 use sql::Sql;
@@ -253,14 +254,6 @@ fn check_schema(schema: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// The first wait between two tries to reach the server.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// The longest wait between two tries.
-const MAX_RETRY: Duration = Duration::from_secs(5);
-/// How long one try may take to open its connection when the time left is
-/// shorter (with a `connect_timeout` of zero, say).
-const MIN_TRY: Duration = Duration::from_secs(5);
-
 /// Why a try to reach the server failed.
 #[derive(Debug)]
 enum Contact {
@@ -323,38 +316,19 @@ async fn reach(
     migrate: bool,
     limit: Duration,
 ) -> Result<(), StoreError> {
-    let started = tokio::time::Instant::now();
     let server = format!("{}:{}", options.get_host(), options.get_port());
-    let mut delay = FIRST_RETRY;
-    let mut tries = 0u32;
-    loop {
-        tries += 1;
-        let left = limit.saturating_sub(started.elapsed());
-        let failure = match first_contact(options, schema, migrate, left.max(MIN_TRY)).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if !failure.transient() {
-            return Err(failure.into_store_error());
-        }
-        let left = limit.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(StoreError::backend(format!(
-                "Postgres at {server} not reachable: gave up after {tries} tries in {:?} \
-                 (connect_timeout {limit:?}); last error: {failure}",
-                started.elapsed()
-            )));
-        }
-        let wait = delay.min(left);
-        tracing::warn!(
-            server = %server,
-            error = %failure,
-            tries,
-            retry_in = ?wait,
-            "Postgres not reachable yet; trying again in {wait:?}"
-        );
-        tokio::time::sleep(wait).await;
-        delay = (delay * 2).min(MAX_RETRY);
+    let tried = wq_core::connect::keep_trying(
+        "Postgres",
+        &server,
+        limit,
+        |within| first_contact(options, schema, migrate, within),
+        Contact::transient,
+    )
+    .await;
+    match tried {
+        Ok(()) => Ok(()),
+        Err(Unreached::Refused(e)) => Err(e.into_store_error()),
+        Err(Unreached::GaveUp(e)) => Err(e),
     }
 }
 

@@ -92,14 +92,7 @@ use std::time::Duration;
 
 use crate::error::driver;
 use crate::scripts::SCRIPTS;
-
-/// The first wait between two tries to reach the server.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// The longest wait between two tries.
-const MAX_RETRY: Duration = Duration::from_secs(5);
-/// How long one try may take when the time left is shorter (with a
-/// `connect_timeout` of zero, say).
-const MIN_TRY: Duration = Duration::from_secs(5);
+use wq_core::connect::Unreached;
 
 /// Whether time may mend a failure to reach the server: it is down,
 /// restarting, loading its data set or failing over. A refused password or
@@ -117,38 +110,19 @@ fn transient(e: &redis::RedisError) -> bool {
 /// before the store's connections are made, whose own reconnection would
 /// retry a few times and silently.
 pub(crate) async fn reach(client: &redis::Client, limit: Duration) -> Result<(), StoreError> {
-    let started = tokio::time::Instant::now();
     let server = client.get_connection_info().addr().to_string();
-    let mut delay = FIRST_RETRY;
-    let mut tries = 0u32;
-    loop {
-        tries += 1;
-        let left = limit.saturating_sub(started.elapsed());
-        let failure = match ping(client, left.max(MIN_TRY)).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if !transient(&failure) {
-            return Err(driver(failure));
-        }
-        let left = limit.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(StoreError::backend(format!(
-                "Redis at {server} not reachable: gave up after {tries} tries in {:?} \
-                 (connect_timeout {limit:?}); last error: {failure}",
-                started.elapsed()
-            )));
-        }
-        let wait = delay.min(left);
-        tracing::warn!(
-            server = %server,
-            error = %failure,
-            tries,
-            retry_in = ?wait,
-            "Redis not reachable yet; trying again in {wait:?}"
-        );
-        tokio::time::sleep(wait).await;
-        delay = (delay * 2).min(MAX_RETRY);
+    let tried = wq_core::connect::keep_trying(
+        "Redis",
+        &server,
+        limit,
+        |within| ping(client, within),
+        transient,
+    )
+    .await;
+    match tried {
+        Ok(()) => Ok(()),
+        Err(Unreached::Refused(e)) => Err(driver(e)),
+        Err(Unreached::GaveUp(e)) => Err(e),
     }
 }
 
