@@ -10,47 +10,10 @@ use std::time::{Duration, Instant};
 
 use wq_core::{Client, Enqueue, QueueConfig, RetryPolicy};
 use wq_postgres::PgStore;
+use wq_testkit::crash::{Event, read_ledger};
 
 const JOBS: u32 = 20_000;
 const GROUPS: u32 = 500;
-
-/// One handler event from a worker's ledger.
-#[derive(Debug, Clone)]
-struct Event {
-    at: u128,
-    done: bool,
-    job: String,
-    attempt: u32,
-    group: u32,
-    n: u32,
-    worker: String,
-}
-
-fn read_ledger(dir: &Path) -> Vec<Event> {
-    let mut events = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("ledger dir") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("ledger file");
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            // A process killed mid-write leaves at most a torn last line.
-            if f.len() != 7 {
-                continue;
-            }
-            let num = |i: usize| f[i].parse::<u128>().expect("number in ledger");
-            events.push(Event {
-                at: num(0),
-                done: f[1] == "done",
-                job: f[2].to_owned(),
-                attempt: num(3) as u32,
-                group: num(4) as u32,
-                n: num(5) as u32,
-                worker: f[6].to_owned(),
-            });
-        }
-    }
-    events.sort_by_key(|e| e.at);
-    events
-}
 
 fn spawn(schema: &str, dir: &Path, name: &str) -> Child {
     let ledger = dir.join(format!("{name}.ledger"));
@@ -135,7 +98,7 @@ async fn killed_worker_processes_lose_nothing() {
         let _ = child.wait();
     }
     let counts = client.counts("crash").await.expect("counts");
-    let ledger = read_ledger(&dir);
+    let ledger = read_ledger(&dir).expect("ledger");
     let _ = std::fs::remove_dir_all(&dir);
     let attempts: Vec<u32> = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!(
         "SELECT attempt FROM \"{schema}\".jobs"

@@ -12,7 +12,10 @@
 //!   [`property_tests!`];
 //! - [`concurrency`]: enqueuers, workers and an operator racing on the same
 //!   groups, checked against a ledger and the backend's audit, expanded by
-//!   [`concurrency_tests!`].
+//!   [`concurrency_tests!`];
+//! - [`crash`](mod@crash): worker processes SIGKILLed while the server is
+//!   cut off, for a backend's restart tests, checked against the workers'
+//!   ledger files and the store.
 //!
 //! A backend crate implements [`TestBackend`] (a fresh, isolated backend per
 //! test) and invokes both macros from an integration test:
@@ -41,6 +44,7 @@
 
 pub mod concurrency;
 pub mod conformance;
+pub mod crash;
 mod harness;
 pub mod properties;
 pub mod wakeups;
