@@ -464,24 +464,33 @@ BEGIN
            coalesce(bool_or(f.fate IN (3, 5) AND j.drop_done), false)
     INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop
     FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
+    -- Only running jobs are locked: a stale worker's acknowledgement of a
+    -- job that waits again must not hold its row, which a claim may be
+    -- about to take while holding other rows.
     LEFT JOIN (
         SELECT id, group_key, state, lease_token, lease_expires_at, cancel_requested, attempt,
                max_attempts,
                (SELECT (q.config->'retention'->>'completed')::bigint = 0
                 FROM queues q WHERE q.name = jobs.queue) AS drop_done
-        FROM jobs WHERE id = ANY(p_ids)
+        FROM jobs WHERE id = ANY(p_ids) AND state = 2
         ORDER BY id
         FOR UPDATE
     ) j ON j.id = inp.id
+    -- The others, unlocked: a repeat, a stale token, or no such job. One
+    -- that was running when this statement began but no longer is by the
+    -- time its lock came changed under it: stale.
+    LEFT JOIN LATERAL (
+        SELECT o.state, o.lease_token FROM jobs o WHERE o.id = inp.id AND j.id IS NULL
+    ) o ON true
     CROSS JOIN LATERAL (
-        SELECT CASE WHEN j.id IS NULL THEN 2
-                    WHEN j.state <> 2 AND j.lease_token = inp.token THEN 0
-                    WHEN j.state <> 2 OR j.lease_token IS DISTINCT FROM inp.token
+        SELECT CASE WHEN j.id IS NULL AND o.state IS NULL THEN 2
+                    WHEN j.id IS NULL AND o.state <> 2 AND o.lease_token = inp.token THEN 0
+                    WHEN j.id IS NULL OR j.lease_token IS DISTINCT FROM inp.token
                          OR j.lease_expires_at <= p_now THEN 1
                     ELSE 0 END::smallint AS outcome) v
     CROSS JOIN LATERAL (
         SELECT CASE WHEN v.outcome <> 0 THEN NULL
-                    WHEN j.state <> 2 THEN -2
+                    WHEN j.id IS NULL THEN -2
                     WHEN inp.action = 0 THEN 3
                     WHEN j.cancel_requested THEN 5
                     WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
@@ -633,8 +642,11 @@ LANGUAGE sql AS $$
         SELECT * FROM unnest(p_ids, p_tokens) WITH ORDINALITY AS t(id, token, ord)
     ), locked AS (
         -- In id order, as every function locks jobs, so that a heartbeat and
-        -- an acknowledgement of the same jobs cannot deadlock.
-        SELECT id FROM jobs WHERE id = ANY(p_ids) ORDER BY id FOR UPDATE
+        -- an acknowledgement of the same jobs cannot deadlock; running jobs
+        -- only: a stale worker still heartbeating a job that was rescued
+        -- and waits again must not lock it (a cancel or the group's next
+        -- acknowledgement may be about to take that row).
+        SELECT id FROM jobs WHERE id = ANY(p_ids) AND state = 2 ORDER BY id FOR UPDATE
     ), extended AS (
         UPDATE jobs j SET lease_expires_at = p_until
         FROM input

@@ -28,7 +28,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
 BEGIN
+    -- The group, its `heads` row, then the job: the order every function
+    -- locks in (a claim holds a `heads` row while it takes the job's).
     PERFORM wq_lock_groups_of(ARRAY[p_id]);
+    PERFORM 1 FROM heads WHERE id = p_id FOR UPDATE;
     SELECT * INTO j FROM jobs WHERE id = p_id FOR UPDATE;
     IF p_kind = 1 THEN
         IF NOT FOUND OR EXISTS (SELECT 1 FROM heads WHERE id = p_id) OR NOT wq_should_head(j) THEN
