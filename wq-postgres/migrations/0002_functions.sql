@@ -219,6 +219,7 @@ DECLARE
     v_seq bigint;
     -- Positions of the new ungrouped jobs, ascending.
     v_flat integer[];
+    v_seqs bigint[];
     v_run_at timestamptz;
     v_head boolean;
     g groups;
@@ -313,27 +314,34 @@ BEGIN
     END IF;
 
     -- Ungrouped jobs, all at once: each heads itself. Their seqs are drawn
-    -- as the input scan goes, in input order, so the k-th smallest seq is
-    -- the k-th new ungrouped position (the caller checks the ids match).
+    -- first, in input order, so the k-th smallest seq is the k-th new
+    -- ungrouped position (the caller checks the ids match). The rows go in
+    -- by (queue, key): two batches that share idempotency keys then wait
+    -- for each other on the unique index in one order, never in a cycle.
     v_flat := ARRAY(SELECT t.k::integer FROM unnest(p_groups) WITH ORDINALITY AS t(grp, k)
                     WHERE t.grp IS NULL AND v_existing[t.k::integer] IS NULL
                       AND v_src[t.k::integer] = t.k
                     ORDER BY t.k);
+    v_seqs := ARRAY(SELECT nextval('job_seq') FROM generate_series(1, cardinality(v_flat)));
     RETURN QUERY
     WITH new AS (
         INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
                           state, idempotency_key, created_at, updated_at, payload)
-        SELECT t.id, t.queue, t.tenant, NULL, nextval('job_seq'), t.priority, r.run_at,
+        SELECT t.id, t.queue, t.tenant, NULL, v_seqs[t.rank], t.priority, r.run_at,
                t.max_attempts,
                CASE WHEN r.run_at <= p_now THEN 1 ELSE 0 END, t.key, p_now, p_now, t.payload
-        FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats, p_offsets,
-                    p_max_attempts, p_keys, p_payloads)
-             WITH ORDINALITY AS t(id, queue, tenant, grp, priority, run_at, off, max_attempts,
-                                  key, payload, ord)
+        FROM (
+            SELECT u.*, row_number() OVER (ORDER BY u.ord)::integer AS rank
+            FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats,
+                        p_offsets, p_max_attempts, p_keys, p_payloads)
+                 WITH ORDINALITY AS u(id, queue, tenant, grp, priority, run_at, off,
+                                      max_attempts, key, payload, ord)
+            WHERE u.grp IS NULL AND v_existing[u.ord::integer] IS NULL
+              AND v_src[u.ord::integer] = u.ord
+        ) t
         CROSS JOIN LATERAL (
             SELECT coalesce(t.run_at, p_now + t.off * interval '1 microsecond') AS run_at) r
-        WHERE t.grp IS NULL AND v_existing[t.ord::integer] IS NULL
-          AND v_src[t.ord::integer] = t.ord
+        ORDER BY t.queue, t.key, t.ord
         RETURNING *
     ), headed AS (
         INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)

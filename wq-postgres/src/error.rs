@@ -7,6 +7,9 @@ const UNKNOWN_QUEUE: &str = "WQ001";
 /// A unique index refused a row: a concurrent enqueue stored the same id or
 /// idempotency key first.
 pub const UNIQUE_VIOLATION: &str = "23505";
+/// The server broke a lock cycle by rolling this transaction back: nothing
+/// of it was applied, so it may be sent again.
+pub const DEADLOCK_DETECTED: &str = "40P01";
 
 /// A driver error as a store error; the functions' own codes become typed.
 pub fn store(e: sqlx::Error) -> StoreError {

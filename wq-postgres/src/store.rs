@@ -14,11 +14,13 @@ use wq_core::{
 
 use crate::PgStore;
 use crate::codec::{self, from_pg, to_pg};
-use crate::error::{self, UNIQUE_VIOLATION};
+use crate::error::{self, DEADLOCK_DETECTED, UNIQUE_VIOLATION};
 use crate::error::{first, only};
 
 /// How often an enqueue is tried again after a concurrent enqueue stored
-/// the same id or key first (the next try returns that job).
+/// the same id or key first (the next try returns that job), or after the
+/// server rolled it back to break a lock cycle with one (batches that name
+/// the same ids or keys in different orders).
 const ENQUEUE_TRIES: usize = 5;
 
 /// The `enqueue` function's arguments, one array per column.
@@ -300,7 +302,10 @@ impl Store for PgStore {
                 Ok(stored) => break stored,
                 Err(e)
                     if tries < ENQUEUE_TRIES
-                        && error::code(&e).as_deref() == Some(UNIQUE_VIOLATION) => {}
+                        && matches!(
+                            error::code(&e).as_deref(),
+                            Some(UNIQUE_VIOLATION | DEADLOCK_DETECTED)
+                        ) => {}
                 Err(e) => return Err(error::store(e)),
             }
         };
