@@ -38,32 +38,30 @@ $$;
 CREATE FUNCTION wq_lock_groups_of(p_ids uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_queues text[];
-    v_groups text[];
+    v_wanted integer;
     v_locked integer;
 BEGIN
-    -- A lookup per id: group keys never change, so reading them unlocked is safe.
-    SELECT coalesce(array_agg(w.queue ORDER BY w.queue, w.group_key), '{}'),
-           coalesce(array_agg(w.group_key ORDER BY w.queue, w.group_key), '{}')
-    INTO v_queues, v_groups
+    -- One statement: each job's group by a lookup per id (group keys never
+    -- change, so reading them unlocked is safe), then each group's row
+    -- locked in (queue, group) order.
+    SELECT count(*), count(l.one) INTO v_wanted, v_locked
     FROM (SELECT DISTINCT j.queue, j.group_key
           FROM unnest(p_ids) AS i(id)
           CROSS JOIN LATERAL (SELECT queue, group_key FROM jobs WHERE id = i.id) j
-          WHERE j.group_key IS NOT NULL) w;
-    IF cardinality(v_queues) = 0 THEN
-        RETURN;
-    END IF;
-    SELECT count(*) INTO v_locked
-    FROM unnest(v_queues, v_groups) WITH ORDINALITY AS t(q, g, ord)
-    CROSS JOIN LATERAL (
-        SELECT 1 FROM groups WHERE queue = t.q AND group_key = t.g FOR UPDATE) l;
+          WHERE j.group_key IS NOT NULL
+          ORDER BY j.queue, j.group_key) w
+    LEFT JOIN LATERAL (
+        SELECT 1 AS one FROM groups g
+        WHERE g.queue = w.queue AND g.group_key = w.group_key FOR UPDATE) l ON true;
     -- A running or waiting job always has its group's row; should one be
     -- missing all the same, create it rather than decide without a lock.
-    IF v_locked < cardinality(v_queues) THEN
+    IF v_locked < v_wanted THEN
         INSERT INTO groups AS cur (queue, group_key, last_run_at)
-        SELECT t.q, t.g, '-infinity'::timestamptz
-        FROM unnest(v_queues, v_groups) WITH ORDINALITY AS t(q, g, ord)
-        ORDER BY t.ord
+        SELECT DISTINCT j.queue, j.group_key, '-infinity'::timestamptz
+        FROM unnest(p_ids) AS i(id)
+        CROSS JOIN LATERAL (SELECT queue, group_key FROM jobs WHERE id = i.id) j
+        WHERE j.group_key IS NOT NULL
+        ORDER BY j.queue, j.group_key
         ON CONFLICT (queue, group_key) DO UPDATE SET held_by = cur.held_by;
     END IF;
 END $$;
