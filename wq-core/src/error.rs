@@ -48,7 +48,10 @@ impl fmt::Display for ValidationError {
 }
 
 /// What a backend can report.
+///
+/// More kinds may come: a match on it needs a catch-all arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The queue was never declared.
     #[error("unknown queue `{0}` (declare it first)")]
@@ -82,7 +85,10 @@ impl StoreError {
 }
 
 /// The error of the client and worker APIs.
+///
+/// More kinds may come: a match on it needs a catch-all arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Bad input; nothing was stored.
     #[error(transparent)]

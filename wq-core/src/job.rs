@@ -234,7 +234,11 @@ impl<'de> Deserialize<'de> for Payload {
 }
 
 /// A stored job, as backends return it.
+///
+/// New fields may be added, so other crates build one with [`Job::new`] or
+/// [`Job::enqueued`] and then set the public fields they read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Job {
     /// Stable id (UUID v7).
     pub id: JobId,
@@ -273,6 +277,72 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     /// The data the handler gets.
     pub payload: Payload,
+}
+
+impl Job {
+    /// A job created at `created_at` and not yet touched: available at
+    /// once, no tenant, group or idempotency key, sequence 0, priority 0,
+    /// no attempt started, the default [`RetryPolicy`](crate::RetryPolicy)'s
+    /// attempts, no lease.
+    ///
+    /// A backend reading a stored job back starts here and sets the fields
+    /// it stores:
+    ///
+    /// ```
+    /// use wq_core::{Job, JobId, JobState, Payload, Timestamp};
+    ///
+    /// let now = Timestamp::from_millis(1_700_000_000_000);
+    /// let mut job = Job::new(JobId::new(), "message".into(), Payload::from_raw("1")?, now);
+    /// job.state = JobState::Completed;
+    /// job.finished_at = Some(now);
+    /// assert!(job.state.is_terminal());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn new(id: JobId, queue: QueueName, payload: Payload, created_at: Timestamp) -> Self {
+        Self {
+            id,
+            queue,
+            tenant: None,
+            group: None,
+            seq: 0,
+            priority: 0,
+            run_at: created_at,
+            attempt: 0,
+            max_attempts: crate::RetryPolicy::default().max_attempts,
+            state: JobState::Available,
+            idempotency_key: None,
+            lease: None,
+            cancel_requested: false,
+            last_error: None,
+            created_at,
+            updated_at: created_at,
+            finished_at: None,
+            payload,
+        }
+    }
+
+    /// `new` as a backend has just stored it at `now`: with the sequence,
+    /// `run_at` (chaining resolved) and state the backend gave it, no
+    /// attempt started yet.
+    pub fn enqueued(
+        new: NewJob,
+        seq: u64,
+        run_at: Timestamp,
+        state: JobState,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            tenant: new.tenant,
+            group: new.group,
+            seq,
+            priority: new.priority,
+            run_at,
+            max_attempts: new.max_attempts,
+            state,
+            idempotency_key: new.idempotency_key,
+            ..Self::new(new.id, new.queue, new.payload, now)
+        }
+    }
 }
 
 /// When a new job should run.

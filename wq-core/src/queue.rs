@@ -51,7 +51,10 @@ impl Default for Retention {
 ///     .lease(Duration::from_secs(60));
 /// assert_eq!(campaign.retry.max_attempts, 5);
 /// ```
+///
+/// More settings may come: other crates start from [`QueueConfig::new`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// The queue's name.
     pub name: QueueName,

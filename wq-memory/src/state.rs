@@ -267,26 +267,7 @@ impl State {
         } else {
             JobState::Scheduled
         };
-        let job = Job {
-            id: new.id,
-            queue: new.queue,
-            tenant: new.tenant,
-            group: new.group,
-            seq,
-            priority: new.priority,
-            run_at,
-            attempt: 0,
-            max_attempts: new.max_attempts,
-            state,
-            idempotency_key: new.idempotency_key,
-            lease: None,
-            cancel_requested: false,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            payload: new.payload,
-        };
+        let job = Job::enqueued(new, seq, run_at, state, now);
         *q.counts.get_mut(state) += 1;
         if is_head {
             match state {

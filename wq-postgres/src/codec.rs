@@ -94,35 +94,36 @@ pub fn job(row: &PgRow) -> Result<Job, sqlx::Error> {
         }),
         _ => None,
     };
-    Ok(Job {
-        id: JobId::from_uuid(row.try_get("id")?),
-        queue: QueueName::new(row.try_get::<String, _>("queue")?),
-        tenant: row.try_get::<Option<String>, _>("tenant")?.map(Into::into),
-        group: row
-            .try_get::<Option<String>, _>("group_key")?
-            .map(GroupKey::new),
-        seq: unsigned(row.try_get("seq")?, "seq")?,
-        priority: row.try_get("priority")?,
-        run_at: from_pg(row.try_get("run_at")?),
-        attempt: unsigned(row.try_get::<i32, _>("attempt")?.into(), "attempt")?,
-        max_attempts: unsigned(
-            row.try_get::<i32, _>("max_attempts")?.into(),
-            "max_attempts",
-        )?,
-        state: state_from(row.try_get("state")?)?,
-        idempotency_key: row
-            .try_get::<Option<String>, _>("idempotency_key")?
-            .map(Into::into),
-        lease,
-        cancel_requested: row.try_get("cancel_requested")?,
-        last_error: row.try_get("last_error")?,
-        created_at: from_pg(row.try_get("created_at")?),
-        updated_at: from_pg(row.try_get("updated_at")?),
-        finished_at: row
-            .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
-            .map(from_pg),
-        payload: Payload::from_trusted(row.try_get::<String, _>("payload")?),
-    })
+    let mut job = Job::new(
+        JobId::from_uuid(row.try_get("id")?),
+        QueueName::new(row.try_get::<String, _>("queue")?),
+        Payload::from_trusted(row.try_get::<String, _>("payload")?),
+        from_pg(row.try_get("created_at")?),
+    );
+    job.tenant = row.try_get::<Option<String>, _>("tenant")?.map(Into::into);
+    job.group = row
+        .try_get::<Option<String>, _>("group_key")?
+        .map(GroupKey::new);
+    job.seq = unsigned(row.try_get("seq")?, "seq")?;
+    job.priority = row.try_get("priority")?;
+    job.run_at = from_pg(row.try_get("run_at")?);
+    job.attempt = unsigned(row.try_get::<i32, _>("attempt")?.into(), "attempt")?;
+    job.max_attempts = unsigned(
+        row.try_get::<i32, _>("max_attempts")?.into(),
+        "max_attempts",
+    )?;
+    job.state = state_from(row.try_get("state")?)?;
+    job.idempotency_key = row
+        .try_get::<Option<String>, _>("idempotency_key")?
+        .map(Into::into);
+    job.lease = lease;
+    job.cancel_requested = row.try_get("cancel_requested")?;
+    job.last_error = row.try_get("last_error")?;
+    job.updated_at = from_pg(row.try_get("updated_at")?);
+    job.finished_at = row
+        .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
+        .map(from_pg);
+    Ok(job)
 }
 
 #[cfg(test)]

@@ -110,26 +110,13 @@ fn enqueued(
     let items = array(r)?;
     match items.as_slice() {
         [created, seq, run_at, st] if int(created)? == 1 => Ok(Enqueued {
-            job: Job {
-                id: new.id,
-                queue: new.queue.clone(),
-                tenant: new.tenant.clone(),
-                group: new.group.clone(),
-                seq: count(seq)?,
-                priority: new.priority,
-                run_at: Timestamp::from_micros(int(run_at)?),
-                attempt: 0,
-                max_attempts: new.max_attempts,
-                state: state(st)?,
-                idempotency_key: new.idempotency_key.clone(),
-                lease: None,
-                cancel_requested: false,
-                last_error: None,
-                created_at: now,
-                updated_at: now,
-                finished_at: None,
-                payload: new.payload.clone(),
-            },
+            job: Job::enqueued(
+                new.clone(),
+                count(seq)?,
+                Timestamp::from_micros(int(run_at)?),
+                state(st)?,
+                now,
+            ),
             created: true,
         }),
         [_, existing] => Ok(Enqueued {

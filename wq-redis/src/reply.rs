@@ -163,26 +163,27 @@ pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
         }
     }
     let lease = f.lease();
-    Ok(Job {
+    let mut job = Job::new(
         id,
-        queue: queue.clone(),
-        tenant: f.tenant,
-        group: f.group,
-        seq: required(id, "sq", f.seq)?,
-        priority: required(id, "pr", f.priority)?,
-        run_at: required(id, "ra", f.run_at)?,
-        attempt: required(id, "at", f.attempt)?,
-        max_attempts: required(id, "mx", f.max_attempts)?,
-        state: required(id, "st", f.state)?,
-        idempotency_key: f.idempotency_key,
-        lease,
-        cancel_requested: f.cancel_requested,
-        last_error: f.last_error,
-        created_at: required(id, "ca", f.created_at)?,
-        updated_at: required(id, "ua", f.updated_at)?,
-        finished_at: f.finished_at,
+        queue.clone(),
         payload,
-    })
+        required(id, "ca", f.created_at)?,
+    );
+    job.tenant = f.tenant;
+    job.group = f.group;
+    job.seq = required(id, "sq", f.seq)?;
+    job.priority = required(id, "pr", f.priority)?;
+    job.run_at = required(id, "ra", f.run_at)?;
+    job.attempt = required(id, "at", f.attempt)?;
+    job.max_attempts = required(id, "mx", f.max_attempts)?;
+    job.state = required(id, "st", f.state)?;
+    job.idempotency_key = f.idempotency_key;
+    job.lease = lease;
+    job.cancel_requested = f.cancel_requested;
+    job.last_error = f.last_error;
+    job.updated_at = required(id, "ua", f.updated_at)?;
+    job.finished_at = f.finished_at;
+    Ok(job)
 }
 
 /// A list of jobs.

@@ -99,26 +99,7 @@ impl Sabotaged {
     }
 
     fn fabricate(new: &NewJob, now: Timestamp) -> Job {
-        Job {
-            id: new.id,
-            queue: new.queue.clone(),
-            tenant: new.tenant.clone(),
-            group: new.group.clone(),
-            seq: 0,
-            priority: new.priority,
-            run_at: now,
-            attempt: 0,
-            max_attempts: new.max_attempts,
-            state: JobState::Available,
-            idempotency_key: new.idempotency_key.clone(),
-            lease: None,
-            cancel_requested: false,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            payload: new.payload.clone(),
-        }
+        Job::enqueued(new.clone(), 0, now, JobState::Available, now)
     }
 }
 
