@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wq::{Client, Enqueue, JobContext, JobError, OutboundMessage, PgStore, QueueConfig, Worker};
+use wq::{
+    Client, Enqueue, EnqueueMessage as _, JobContext, JobError, OutboundMessage, PgStore,
+    QueueConfig, Worker,
+};
 
 const INSTANCES: usize = 2;
 const CONTACTS: usize = 200;

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use wq::{
-    Client, ConnectionState, Content, Enqueue, Jid, JobId, MemoryStore, MessageId, OutboundMessage,
-    QueueConfig, QueueOptions, RetryPolicy, SendReceipt, Transport, TransportError,
-    TransportHandler, Worker,
+    Client, ConnectionState, Content, Enqueue, EnqueueMessage as _, Jid, JobId, MemoryStore,
+    MessageId, OutboundMessage, QueueConfig, QueueOptions, RetryPolicy, SendReceipt, Transport,
+    TransportError, TransportHandler, Worker,
 };
 
 const INSTANCES: usize = 4;

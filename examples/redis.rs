@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wq::{
-    Client, Content, Enqueue, JobContext, JobError, OutboundMessage, QueueConfig, RedisStore,
-    Worker,
+    Client, Content, Enqueue, EnqueueMessage as _, JobContext, JobError, OutboundMessage,
+    QueueConfig, RedisStore, Worker,
 };
 
 const INSTANCES: usize = 3;

@@ -14,7 +14,6 @@ use crate::name::{GroupKey, QueueName};
 use crate::queue::{QueueConfig, QueueInfo};
 use crate::store::{Counts, DeadJobs, Enqueued, ListQuery, Position, Store};
 use crate::time::{SharedClock, SystemClock, Timestamp};
-use crate::transport::OutboundMessage;
 use crate::validate;
 
 /// How long a client trusts its copy of a queue's settings.
@@ -70,18 +69,11 @@ impl Enqueue {
         Self::with_payload(queue.into(), Ok(payload))
     }
 
-    /// A WhatsApp message for a [`crate::TransportHandler`] queue, checked
-    /// (recipient, content limits) and kept in order per contact: the group
-    /// is `instance:contact` and the tenant is the instance.
-    pub fn message(queue: impl Into<QueueName>, msg: &OutboundMessage) -> Self {
-        let checked = msg.validate().and_then(|()| {
-            Payload::from_json(msg)
-                .map_err(|e| ValidationError::new("payload", format!("does not serialize: {e}")))
-        });
-        let mut e = Self::with_payload(queue.into(), checked);
-        e.group = Some(msg.contact_group());
-        e.tenant = Some(msg.instance.as_str().into());
-        e
+    /// A job whose payload the caller built and checked itself: a layer
+    /// with its own payload rules passes their verdict here, and an error is
+    /// returned, naming its field, when the job is enqueued.
+    pub fn checked(queue: impl Into<QueueName>, payload: Result<Payload, ValidationError>) -> Self {
+        Self::with_payload(queue.into(), payload)
     }
 
     fn with_payload(queue: QueueName, payload: Result<Payload, ValidationError>) -> Self {
@@ -104,7 +96,7 @@ impl Enqueue {
         self
     }
 
-    /// Tags the job with a tenant (e.g. the WhatsApp instance).
+    /// Tags the job with a tenant (e.g. the account it acts for).
     pub fn tenant(mut self, tenant: impl Into<Arc<str>>) -> Self {
         self.tenant = Some(tenant.into());
         self

@@ -9,10 +9,14 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{Job, JobId};
-use crate::transport::MessageId;
 
 /// Why an attempt failed, and so what happens next.
+///
+/// More outcomes may join, so a `match` needs a wildcard arm; layers above
+/// the core map their own error classes onto these (a transport's rate limit
+/// or lost connection becomes [`JobError::Wait`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
     /// Try again after `after`, or after the queue's backoff; spends an attempt.
     #[error("{reason}")]
@@ -22,20 +26,20 @@ pub enum JobError {
         /// A wait chosen by the handler instead of the queue's backoff.
         after: Option<Duration>,
     },
-    /// The other side is throttling: run again after `retry_after` without
+    /// Not the job's fault, and not now: the other side is throttling, or
+    /// something the job needs is unavailable. Runs again after `after`, or
+    /// after the queue's [`RetryPolicy::disconnected_delay`], without
     /// spending an attempt.
-    #[error("rate limited for {retry_after:?}")]
-    RateLimited {
-        /// How long to wait.
-        retry_after: Duration,
-    },
-    /// The bridge is not connected: wait without spending an attempt.
-    #[error("disconnected: {reason}")]
-    Disconnected {
-        /// What the bridge said.
+    ///
+    /// [`RetryPolicy::disconnected_delay`]: crate::RetryPolicy::disconnected_delay
+    #[error("{reason}")]
+    Wait {
+        /// Why the job waits.
         reason: String,
+        /// How long, when the other side said; `None` waits the queue's delay.
+        after: Option<Duration>,
     },
-    /// Will never succeed (invalid number, bad payload): straight to dead.
+    /// Will never succeed (invalid input, bad payload): straight to dead.
     #[error("{reason}")]
     Permanent {
         /// What went wrong.
@@ -55,6 +59,25 @@ impl JobError {
     /// A failure worth retrying after `after`.
     pub fn retry_after(reason: impl Into<String>, after: Duration) -> Self {
         JobError::Retryable {
+            reason: reason.into(),
+            after: Some(after),
+        }
+    }
+
+    /// A wait of the queue's [`RetryPolicy::disconnected_delay`] that spends
+    /// no attempt.
+    ///
+    /// [`RetryPolicy::disconnected_delay`]: crate::RetryPolicy::disconnected_delay
+    pub fn wait(reason: impl Into<String>) -> Self {
+        JobError::Wait {
+            reason: reason.into(),
+            after: None,
+        }
+    }
+
+    /// A wait of `after` that spends no attempt.
+    pub fn wait_for(reason: impl Into<String>, after: Duration) -> Self {
+        JobError::Wait {
             reason: reason.into(),
             after: Some(after),
         }
@@ -86,7 +109,8 @@ impl JobContext {
         &self.job
     }
 
-    /// The job's stable id.
+    /// The job's stable id: the same on every attempt, so an effect keyed by
+    /// it is not repeated by a retry after a lost acknowledgement.
     pub fn id(&self) -> JobId {
         self.job.id
     }
@@ -94,12 +118,6 @@ impl JobContext {
     /// The attempt now running (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.job.attempt
-    }
-
-    /// The WhatsApp message id pre-assigned to this job: the same on every
-    /// attempt, so a bridge can drop a resend after a lost acknowledgement.
-    pub fn message_id(&self) -> MessageId {
-        MessageId::for_job(self.job.id)
     }
 
     /// Decodes the payload; a payload that does not decode is a permanent
@@ -127,7 +145,7 @@ impl JobContext {
 ///
 /// Handlers run at least once per job: a worker that dies mid-run loses its
 /// lease and the job runs again, so effects should be idempotent or keyed by
-/// [`JobContext::message_id`].
+/// [`JobContext::id`].
 pub trait Handler: Send + Sync + 'static {
     /// Handles one attempt of a job.
     fn handle(&self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;

@@ -1,13 +1,14 @@
 //! # wq-core
 //!
-//! The core of wq, a durable message queue for WhatsApp bots and APIs: the
-//! job model, the four traits every backend implements ([`Store`], [`Lock`],
-//! [`Scheduler`]) or every bridge implements ([`Transport`]), the [`Client`]
-//! that enqueues and operates, and the [`Worker`] engine that runs handlers.
+//! The core of wq, a durable job queue: the job model, the traits every
+//! backend implements ([`Store`], [`Lock`], [`Scheduler`], [`Audit`]), the
+//! [`Client`] that enqueues and operates, and the [`Worker`] engine that runs
+//! handlers.
 //!
-//! The engine knows nothing about SQL or Redis: backends live in their own
-//! crates (`wq-memory`, and later `wq-postgres`, `wq-redis`) and are chosen
-//! through the `wq` facade's features.
+//! The engine knows nothing about SQL or Redis, nor about what the jobs do:
+//! backends live in their own crates (`wq-memory`, `wq-postgres`,
+//! `wq-redis`), domain layers too (`wq-whatsapp`), and the `wq` facade
+//! chooses them through its features.
 //!
 //! ## Guarantees
 //!
@@ -30,17 +31,17 @@
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;
 //!
-//! // Two messages to one contact: they run in this order, never at once.
-//! for text in ["Olá!", "Seu pedido saiu para entrega."] {
+//! // Two jobs of one group: they run in this order, never at once.
+//! for text in ["order received", "order shipped"] {
 //!     client
-//!         .enqueue(Enqueue::new("message", &text).group("inst-1:5511999998888"))
+//!         .enqueue(Enqueue::new("message", &text).group("customer-42"))
 //!         .await?;
 //! }
 //!
 //! let worker = Worker::new(store)
 //!     .handle("message", |job: JobContext| async move {
 //!         let text: String = job.payload()?;
-//!         println!("send {text:?} as {}", job.message_id());
+//!         println!("notify {text:?}, keyed by {}", job.id());
 //!         Ok::<(), JobError>(())
 //!     })
 //!     .start()
@@ -71,7 +72,6 @@ pub mod retry;
 mod scheduler;
 mod store;
 mod time;
-pub mod transport;
 pub mod validate;
 pub mod worker;
 
@@ -91,10 +91,6 @@ pub use store::{
     ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, Store,
 };
 pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
-pub use transport::{
-    ConnectionState, Content, Jid, MessageId, OutboundMessage, SendReceipt, Transport,
-    TransportError, TransportHandler,
-};
 pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
 
 /// Everything a worker needs from a backend: jobs, locks, time and the

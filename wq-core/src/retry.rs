@@ -24,8 +24,9 @@ pub struct RetryPolicy {
     /// Full jitter: the wait is uniform in `[0, backoff]` (default on), so a
     /// burst of failures does not retry in lockstep.
     pub jitter: bool,
-    /// How long a job waits when the bridge is disconnected; no attempt is
-    /// spent (default 5 s).
+    /// How long a job waits after a [`JobError::Wait`] that names no delay
+    /// (something it needs is unavailable, e.g. a lost connection); no
+    /// attempt is spent (default 5 s).
     #[serde(with = "crate::time::serde_millis")]
     pub disconnected_delay: Duration,
 }
@@ -92,13 +93,9 @@ pub fn decide<R: Rng + ?Sized>(
     };
     match failure {
         JobError::Permanent { reason } => AckAction::Kill { error: reason },
-        JobError::Disconnected { reason } => AckAction::Defer {
-            run_at: now + policy.disconnected_delay,
+        JobError::Wait { reason, after } => AckAction::Defer {
+            run_at: now + after.unwrap_or(policy.disconnected_delay),
             reason,
-        },
-        JobError::RateLimited { retry_after } => AckAction::Defer {
-            run_at: now + retry_after,
-            reason: format!("rate limited for {retry_after:?}"),
         },
         JobError::Retryable { reason, after } => {
             if attempt >= max_attempts {
@@ -187,26 +184,25 @@ mod tests {
             }
         );
 
-        let disconnected = decide(
+        let waiting = decide(
             3,
             3,
-            AttemptEnd::Returned(Err(JobError::Disconnected {
-                reason: "socket closed".into(),
-            })),
+            AttemptEnd::Returned(Err(JobError::wait("socket closed"))),
             &p,
             now,
             &mut rng,
         );
         assert!(
-            matches!(disconnected, AckAction::Defer { run_at, .. } if run_at == now + Duration::from_secs(5))
+            matches!(waiting, AckAction::Defer { run_at, .. } if run_at == now + Duration::from_secs(5))
         );
 
         let limited = decide(
             1,
             3,
-            AttemptEnd::Returned(Err(JobError::RateLimited {
-                retry_after: Duration::from_secs(60),
-            })),
+            AttemptEnd::Returned(Err(JobError::wait_for(
+                "rate limited",
+                Duration::from_secs(60),
+            ))),
             &p,
             now,
             &mut rng,

@@ -48,8 +48,8 @@ pub fn queue_name(name: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A free-form key (group, tenant, idempotency key, instance): not blank,
-/// at most `max` bytes, no control characters.
+/// A free-form key (group, tenant, idempotency key, a layer's own names):
+/// not blank, at most `max` bytes, no control characters.
 pub fn name_like(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "is empty"));

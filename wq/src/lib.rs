@@ -11,6 +11,13 @@
 //! `postgres` (`PgStore` on sqlx) or `redis` (`RedisStore` on redis-rs).
 //! Handler code does not change between them.
 //!
+//! The `whatsapp` feature (default) re-exports the WhatsApp layer of
+//! `wq-whatsapp`: `OutboundMessage`, `Jid`, `Content`, `Enqueue::message`
+//! (bring `EnqueueMessage` into scope), `JobContext::message_id` (bring
+//! `JobMessageId` into scope), and the `Transport` trait a bridge
+//! implements, run by a `TransportHandler`. Without it, `wq` is a generic
+//! durable job queue.
+//!
 //! ```
 //! use std::time::Duration;
 //! use wq::{Client, Enqueue, JobContext, JobError, MemoryStore, QueueConfig, Worker};
@@ -35,9 +42,9 @@
 //! let worker = Worker::new(store)
 //!     .handle("message", |job: JobContext| async move {
 //!         let text: String = job.payload()?;
-//!         // Send through your bridge with job.message_id() as the message
-//!         // id, so a retry after a lost acknowledgement is not sent twice.
-//!         let _ = (text, job.message_id());
+//!         // Key the effect by job.id() (the same on every attempt), so a
+//!         // retry after a lost acknowledgement does not repeat it.
+//!         let _ = (text, job.id());
 //!         Ok::<(), JobError>(())
 //!     })
 //!     .start()
@@ -52,6 +59,9 @@
 
 pub use wq_core::*;
 
+#[cfg(feature = "whatsapp")]
+pub use wq_whatsapp::*;
+
 /// The in-process backend.
 #[cfg(feature = "memory")]
 pub use wq_memory::MemoryStore;
@@ -65,6 +75,6 @@ pub use wq_postgres::{PgStore, PgStoreBuilder};
 pub use wq_redis::{RedisStore, RedisStoreBuilder};
 
 /// The README's examples, compiled as doctests so they cannot rot.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "memory", feature = "whatsapp"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

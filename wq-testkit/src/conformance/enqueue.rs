@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use wq_core::{
-    AckAction, Client, Clock as _, Enqueue, Error, JobId, JobState, ListQuery, NewJob,
-    OutboundMessage, Payload, QueueConfig, QueueName, RunAt, Store, StoreError,
+    AckAction, Client, Clock as _, Enqueue, Error, JobId, JobState, ListQuery, NewJob, Payload,
+    QueueConfig, QueueName, RunAt, Store, StoreError,
 };
+use wq_whatsapp::{EnqueueMessage as _, OutboundMessage};
 
 use crate::harness::{
     Failure, TestBackend, TestResult, ack, claim, declare, join, manual_client, secs, with_backend,

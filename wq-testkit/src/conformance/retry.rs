@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wq_core::{
-    Ack, AckAction, AckOutcome, ClaimRequest, Client, Clock as _, ConnectionState, DeadJobs,
-    Enqueue, Jid, JobContext, JobError, JobState, ListQuery, MessageId, OnDead, OutboundMessage,
-    QueueConfig, RetryPolicy, Scheduler, SendReceipt, Store as _, Timestamp, Transport,
-    TransportError, TransportHandler, Worker,
+    Ack, AckAction, AckOutcome, ClaimRequest, Client, Clock as _, DeadJobs, Enqueue, JobContext,
+    JobError, JobState, ListQuery, OnDead, QueueConfig, RetryPolicy, Scheduler, Store as _,
+    Timestamp, Worker,
+};
+use wq_whatsapp::{
+    ConnectionState, EnqueueMessage as _, Jid, MessageId, OutboundMessage, SendReceipt, Transport,
+    TransportError, TransportHandler,
 };
 
 use super::ledger::start_worker;
@@ -393,10 +396,10 @@ struct Outcome {
     kind: String,
 }
 
-/// Handler errors map to the store: retryable spends an attempt and backs
-/// off, rate limits and disconnections wait without spending one, permanent
-/// failures go straight to dead. The transport handler does the same for a
-/// bridge that is down.
+/// A transport's errors map to the store: retryable spends an attempt and
+/// backs off, rate limits and disconnections wait without spending one,
+/// permanent failures go straight to dead. The transport handler makes a
+/// message wait for a bridge that is down.
 pub async fn transport_errors_are_classified<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, clock) = manual_client(&b);
@@ -420,16 +423,21 @@ pub async fn transport_errors_are_classified<T: TestBackend>(t: &T) -> TestResul
         let wa = client.enqueue(Enqueue::message("wa", &msg)).await?.job.id;
         let handler = |ctx: JobContext| async move {
             let o: Outcome = ctx.payload()?;
-            Err(match o.kind.as_str() {
-                "retryable" => JobError::retry_after("bridge timeout", secs(30)),
-                "rate_limited" => JobError::RateLimited {
+            Err(JobError::from(match o.kind.as_str() {
+                "retryable" => TransportError::Retryable {
+                    reason: "bridge timeout".into(),
+                    after: Some(secs(30)),
+                },
+                "rate_limited" => TransportError::RateLimited {
                     retry_after: secs(60),
                 },
-                "disconnected" => JobError::Disconnected {
+                "disconnected" => TransportError::Disconnected {
                     reason: "socket closed".into(),
                 },
-                _ => JobError::permanent("number not on WhatsApp"),
-            })
+                _ => TransportError::Permanent {
+                    reason: "number not on WhatsApp".into(),
+                },
+            }))
         };
         let bridge = Arc::new(DownBridge::default());
         let worker = Worker::new(b.clone())

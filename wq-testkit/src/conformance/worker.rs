@@ -11,6 +11,7 @@ use wq_core::{
     Client, Enqueue, JobContext, JobError, JobState, QueueConfig, QueueOptions, Worker,
     WorkerHandle,
 };
+use wq_whatsapp::{JobMessageId as _, MessageId};
 
 use super::ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
 use crate::harness::{
@@ -316,8 +317,7 @@ pub async fn message_id_is_stable_across_attempts<T: TestBackend>(t: &T) -> Test
         let client = Client::new(b.clone());
         declare(&client, QueueConfig::new("ids").retry(quick_retry(3))).await?;
         let id = client.enqueue(Enqueue::new("ids", &"hi")).await?.job.id;
-        let seen: Arc<parking_lot::Mutex<Vec<(wq_core::JobId, wq_core::MessageId)>>> =
-            Arc::default();
+        let seen: Arc<parking_lot::Mutex<Vec<(wq_core::JobId, MessageId)>>> = Arc::default();
         let handler = {
             let seen = seen.clone();
             move |ctx: JobContext| {
@@ -346,7 +346,7 @@ pub async fn message_id_is_stable_across_attempts<T: TestBackend>(t: &T) -> Test
             "ids changed between attempts: {seen:?}"
         );
         ensure_eq!(seen[0].0, id, "the job id");
-        ensure_eq!(seen[0].1, wq_core::MessageId::for_job(id), "the message id");
+        ensure_eq!(seen[0].1, MessageId::for_job(id), "the message id");
         Ok(())
     })
     .await

@@ -1,0 +1,89 @@
+//! What this crate adds to the core's job types: [`EnqueueMessage`] turns
+//! an [`OutboundMessage`] into a job, [`JobMessageId`] gives a running job
+//! the message id it sends under.
+
+use wq_core::{Enqueue, JobContext, Payload, QueueName, ValidationError};
+
+use crate::message::{MessageId, OutboundMessage};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for wq_core::Enqueue {}
+    impl Sealed for wq_core::JobContext {}
+}
+
+/// Adds `Enqueue::message` to [`Enqueue`]: bring the trait into scope and
+/// build message jobs like any other.
+///
+/// ```
+/// use wq_core::Enqueue;
+/// use wq_whatsapp::{EnqueueMessage, OutboundMessage};
+///
+/// let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!")?;
+/// let job = Enqueue::message("message", &msg);
+/// # let _ = job;
+/// # Ok::<(), wq_core::ValidationError>(())
+/// ```
+pub trait EnqueueMessage: sealed::Sealed {
+    /// A job sending `msg` through a [`TransportHandler`](crate::TransportHandler)
+    /// queue, checked (recipient, content limits) and kept in order per
+    /// contact: the group is [`OutboundMessage::contact_group`] and the
+    /// tenant is the instance. A message that fails its checks is refused,
+    /// naming the field, when the job is enqueued.
+    fn message(queue: impl Into<QueueName>, msg: &OutboundMessage) -> Self;
+}
+
+impl EnqueueMessage for Enqueue {
+    fn message(queue: impl Into<QueueName>, msg: &OutboundMessage) -> Self {
+        let checked = msg.validate().and_then(|()| {
+            Payload::from_json(msg)
+                .map_err(|e| ValidationError::new("payload", format!("does not serialize: {e}")))
+        });
+        Enqueue::checked(queue, checked)
+            .group(msg.contact_group())
+            .tenant(msg.instance.as_str())
+    }
+}
+
+/// Adds `message_id` to [`JobContext`].
+pub trait JobMessageId: sealed::Sealed {
+    /// The WhatsApp message id pre-assigned to this job
+    /// ([`MessageId::for_job`]): the same on every attempt, so a bridge can
+    /// drop a resend after a lost acknowledgement.
+    fn message_id(&self) -> MessageId;
+}
+
+impl JobMessageId for JobContext {
+    fn message_id(&self) -> MessageId {
+        MessageId::for_job(self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wq_core::{QueueConfig, Timestamp};
+
+    use super::*;
+    use crate::message::Content;
+
+    #[test]
+    fn message_jobs_are_grouped_per_contact_and_tagged_with_the_instance() {
+        let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "olá").unwrap();
+        let job = Enqueue::message("message", &msg)
+            .build(&QueueConfig::new("message"), Timestamp::from_millis(0))
+            .unwrap();
+        assert_eq!(job.group.unwrap().as_str(), "inst-1:5511999998888");
+        assert_eq!(job.tenant.as_deref(), Some("inst-1"));
+        assert_eq!(job.payload.decode::<OutboundMessage>().unwrap(), msg);
+    }
+
+    #[test]
+    fn invalid_messages_are_refused_when_built() {
+        let mut msg = OutboundMessage::text("inst-1", "5511999998888", "olá").unwrap();
+        msg.content = Content::Text { body: " ".into() };
+        let err = Enqueue::message("message", &msg)
+            .build(&QueueConfig::new("message"), Timestamp::from_millis(0))
+            .unwrap_err();
+        assert_eq!(err.field, "content.body");
+    }
+}
