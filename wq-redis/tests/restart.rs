@@ -227,7 +227,7 @@ async fn restart_run(data: &Path, ledger_dir: &Path) -> Result<(), String> {
         let ledger = ledger_dir.join(format!("{n}.ledger"));
         let child = Command::new(env!("CARGO_BIN_EXE_wq-redis-crash-worker"))
             .args([&url, &prefix, QUEUE])
-            .arg(format!("file:{}", ledger.display()))
+            .arg(&ledger)
             .spawn()
             .map_err(|e| format!("cannot start a worker: {e}"))?;
         Ok((child.id().to_string(), child))

@@ -31,7 +31,9 @@
 //! group in enqueue order; one run in flight per group unless the other
 //! run's process was dead; re-runs only of runs a kill or a [`Cut`] cut
 //! short; and every run a kill cut short ran again, which gives the rescue
-//! latencies that [`Verdict::rescued_in_time`] bounds.
+//! latencies that [`Verdict::rescued_in_time`] bounds. Crash tests that
+//! only kill workers, over jobs stored beforehand, hold the same ledger to
+//! [`check_kills`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -658,6 +660,95 @@ pub fn check(
         reruns,
         rescues,
         untimed,
+    })
+}
+
+/// What [`check_kills`] found.
+#[derive(Debug)]
+pub struct KillVerdict {
+    /// Handler runs the ledger shows.
+    pub runs: usize,
+    /// Runs a kill cut short; each ran again.
+    pub cut: usize,
+}
+
+/// The ledger checks of a crash test that only kills worker processes,
+/// over jobs stored before the workers started, `n` counting from 0 in
+/// each group: `jobs` distinct jobs ran and each ran to its end; first runs
+/// per group in enqueue order; one run in flight per group unless the other
+/// run's process was dead; a run that never ended was cut by a kill of its
+/// process and ran again in a later attempt; and some kill cut a run.
+pub fn check_kills(ledger: &[Event], kills: &[Kill], jobs: usize) -> Result<KillVerdict, String> {
+    let killed_at: HashMap<&str, u64> = kills.iter().map(|k| (k.worker.as_str(), k.at)).collect();
+    let done: HashSet<(&str, u32)> = ledger
+        .iter()
+        .filter(|e| e.done)
+        .map(|e| (e.job.as_str(), e.attempt))
+        .collect();
+    let mut starts: HashMap<&str, Vec<&Event>> = HashMap::new();
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    let mut open: HashMap<u32, &Event> = HashMap::new();
+    for e in ledger {
+        if e.done {
+            if open
+                .get(&e.group)
+                .is_some_and(|o| o.job == e.job && o.attempt == e.attempt)
+            {
+                open.remove(&e.group);
+            }
+            continue;
+        }
+        if let Some(o) = open.get(&e.group)
+            && killed_at.get(o.worker.as_str()).is_none_or(|&k| k > e.at)
+        {
+            return Err(format!(
+                "group {} ran two jobs at once: {o:?} and {e:?}",
+                e.group
+            ));
+        }
+        open.insert(e.group, e);
+        let runs = starts.entry(e.job.as_str()).or_default();
+        if runs.is_empty() {
+            let expected = next.entry(e.group).or_insert(0);
+            if e.n != *expected {
+                return Err(format!(
+                    "group {} first ran job {} before job {expected}",
+                    e.group, e.n
+                ));
+            }
+            *expected += 1;
+        }
+        runs.push(e);
+    }
+    if starts.len() != jobs {
+        return Err(format!("{} distinct jobs ran, {jobs} stored", starts.len()));
+    }
+    let mut cut = 0;
+    for (job, runs) in &starts {
+        if !runs.iter().any(|r| done.contains(&(*job, r.attempt))) {
+            return Err(format!("job {job} never ran to its end"));
+        }
+        for run in runs.iter().filter(|r| !done.contains(&(*job, r.attempt))) {
+            if killed_at
+                .get(run.worker.as_str())
+                .is_none_or(|&k| k < run.at)
+            {
+                return Err(format!("a run never ended in a live process: {run:?}"));
+            }
+            if !runs.iter().any(|o| o.attempt > run.attempt) {
+                return Err(format!(
+                    "job {job} was cut short by a kill and never ran again"
+                ));
+            }
+            cut += 1;
+        }
+    }
+    if cut == 0 {
+        return Err("no kill cut a run: the kills tested nothing".into());
+    }
+    Ok(KillVerdict {
+        runs: starts.values().map(Vec::len).sum(),
+        cut,
     })
 }
 

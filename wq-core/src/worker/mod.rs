@@ -39,6 +39,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+#[cfg(feature = "test-util")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -357,6 +358,7 @@ pub(crate) struct Control {
     stop_claiming: CancellationToken,
     abort_running: CancellationToken,
     done: CancellationToken,
+    #[cfg(feature = "test-util")]
     crashed: AtomicBool,
     runners: TaskTracker,
     inflight: Mutex<InFlightMap>,
@@ -364,8 +366,17 @@ pub(crate) struct Control {
 }
 
 impl Control {
+    /// Whether [`WorkerHandle::crash`] stopped the worker: then nothing
+    /// more may reach the store.
+    #[cfg(feature = "test-util")]
     fn is_crashed(&self) -> bool {
         self.crashed.load(Ordering::Acquire)
+    }
+
+    /// Without `test-util` no worker can crash.
+    #[cfg(not(feature = "test-util"))]
+    fn is_crashed(&self) -> bool {
+        false
     }
 
     /// Tells every running handler to stop.
@@ -448,7 +459,8 @@ impl WorkerHandle {
 
     /// Stops at once as if the process died: nothing more is acknowledged
     /// or released, leases are left to lapse and the jobs are rescued.
-    /// For crash tests and simulations.
+    /// For crash tests and simulations: only with the `test-util` feature.
+    #[cfg(feature = "test-util")]
     pub async fn crash(self) {
         let c = &self.control;
         c.crashed.store(true, Ordering::Release);
