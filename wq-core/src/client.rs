@@ -29,7 +29,7 @@ const PRUNE_BATCH: usize = 1_000;
 /// use wq_core::Enqueue;
 ///
 /// let job = Enqueue::new("message", &serde_json::json!({ "text": "hi" }))
-///     .group("inst-1:5511999998888")
+///     .group("customer-42")
 ///     .chained(Duration::from_secs(2), Duration::from_millis(500))
 ///     .idempotency_key("order-42-confirmation");
 /// # let _ = job;

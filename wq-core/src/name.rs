@@ -79,7 +79,8 @@ name_type!(
 );
 
 name_type!(
-    /// The ordering key of a job: `instance:contact` keeps one contact's
-    /// messages in order, `instance` keeps a whole number's messages in order.
+    /// The ordering key of a job: jobs of one group run in enqueue order,
+    /// one at a time (e.g. `account:customer` orders each customer's jobs,
+    /// `account` all of an account's).
     GroupKey
 );

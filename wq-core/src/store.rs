@@ -85,8 +85,8 @@ pub enum AckAction {
         /// The failure, kept as `last_error`.
         error: String,
     },
-    /// Run again at `run_at` without spending the attempt (bridge
-    /// disconnected, rate limited).
+    /// Run again at `run_at` without spending the attempt (the handler
+    /// returned [`JobError::Wait`](crate::JobError::Wait)).
     Defer {
         /// When to run again.
         run_at: Timestamp,
