@@ -143,7 +143,9 @@ async fn enqueue_repeats<B: Backend>(
 ) {
     let now = client.clock().now();
     for r in repeats {
-        let slot = r.slot(now);
+        let Some(slot) = r.slot(now) else {
+            continue;
+        };
         if enqueued.get(r.name()) == Some(&slot) {
             continue;
         }

@@ -298,76 +298,117 @@ pub async fn priorities_order_due_heads<T: TestBackend>(t: &T) -> TestResult {
 }
 
 /// A repeatable job runs once per slot, also when the maintenance leader
-/// dies within a slot and another worker takes over.
+/// dies within a slot and another worker takes over: a fixed period of
+/// 10 s, then a cron schedule of 09:00 every day in São Paulo (12:00 UTC,
+/// no daylight saving) on a clock moved a day at a time.
 pub async fn repeated_jobs_run_once_per_slot<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, clock) = manual_client(&b);
         let period = secs(10);
-        // One second into a slot, so a two-second step stays within it.
         let micros = period.as_micros() as i64;
-        let start_of_slot = clock.now().as_micros().div_euclid(micros) * micros;
-        clock.set(wq_core::Timestamp::from_micros(start_of_slot) + secs(1));
-        declare(
-            &client,
-            QueueConfig::new("cron").lease(Duration::from_millis(300)),
+        let first = clock.now().as_micros().div_euclid(micros) * micros;
+        let every = Repeat::every("tick", period, Enqueue::new("every", &"tick"));
+        let slots = Slots {
+            first: wq_core::Timestamp::from_micros(first),
+            step: period,
+        };
+        once_per_slot(&b, &client, &clock, every, "every", slots).await?;
+
+        let day = secs(24 * 3600);
+        let noon = secs(12 * 3600).as_micros() as i64;
+        let day_micros = day.as_micros() as i64;
+        let now = clock.now().as_micros();
+        let first = (now - noon).div_euclid(day_micros) * day_micros + noon + day_micros;
+        let daily = Repeat::cron(
+            "nine",
+            "0 9 * * *",
+            "America/Sao_Paulo",
+            Enqueue::new("cron", &"nine"),
         )
-        .await?;
-        let tick = Repeat::every("tick", period, Enqueue::new("cron", &"tick"));
-        let ran = Arc::new(AtomicU32::new(0));
-        let start = || {
-            Worker::new(b.clone())
-                .clock(clock.clone())
-                .repeat(tick.clone())
-                .handle("cron", counting_handler(ran.clone()))
-                .start()
+        .map_err(wq_core::Error::from)?;
+        let slots = Slots {
+            first: wq_core::Timestamp::from_micros(first),
+            step: day,
         };
-        let completed = |n: u64| {
-            let client = client.clone();
-            async move {
-                wait_until(&format!("{n} slots to run"), PATIENCE, || async {
-                    Ok(client.counts("cron").await?.completed >= n)
-                })
-                .await
-            }
-        };
-        let leader = start().await?;
-        let mut result = completed(1).await;
-        for n in 2..=3 {
-            if result.is_ok() {
-                clock.advance(period);
-                result = completed(n).await;
-            }
-        }
-        let crashed = crash(leader).await;
-        result?;
-        crashed?;
-        // The dead leader's lock lapses; the slot has not changed. The new
-        // leader must not enqueue this slot again.
-        clock.advance(secs(2));
-        let successor = start().await?;
-        let result = async {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            let jobs = client.list(ListQuery::new().queue("cron")).await?;
-            ensure_eq!(jobs.len(), 3, "jobs after the takeover within a slot");
-            clock.advance(period);
-            completed(4).await
-        }
-        .await;
-        let stopped = stop(successor).await;
-        result?;
-        stopped?;
-        let jobs = client.list(ListQuery::new().queue("cron")).await?;
-        ensure_eq!(jobs.len(), 4, "jobs enqueued for four slots");
-        ensure_eq!(ran.load(Ordering::SeqCst), 4, "runs");
-        let mut slots: Vec<_> = jobs.iter().map(|j| j.run_at.as_micros()).collect();
-        slots.sort();
-        slots.dedup();
-        ensure_eq!(slots.len(), 4, "distinct slots");
-        ensure!(
-            slots.iter().all(|s| s % micros == 0),
-            "slots not aligned to the period: {slots:?}"
-        );
-        Ok(())
+        once_per_slot(&b, &client, &clock, daily, "cron", slots).await
     })
     .await
+}
+
+/// Where the slots of a schedule fall: `first`, then every `step`.
+#[derive(Clone, Copy)]
+struct Slots {
+    first: wq_core::Timestamp,
+    step: Duration,
+}
+
+/// Runs `repeat`, whose job goes to `queue`, through four slots from
+/// `slots.first` (at least the clock's time): three under one leader that
+/// then crashes within the third, a takeover within that slot, and a fourth
+/// slot under the successor.
+async fn once_per_slot<B: wq_core::Backend>(
+    b: &B,
+    client: &wq_core::Client<B>,
+    clock: &Arc<wq_core::ManualClock>,
+    repeat: Repeat,
+    queue: &str,
+    slots: Slots,
+) -> TestResult {
+    // One second into the slot, so a two-second step stays within it.
+    clock.set(slots.first + secs(1));
+    declare(
+        client,
+        QueueConfig::new(queue).lease(Duration::from_millis(300)),
+    )
+    .await?;
+    let ran = Arc::new(AtomicU32::new(0));
+    let start = || {
+        Worker::new(b.clone())
+            .clock(clock.clone())
+            .repeat(repeat.clone())
+            .handle(queue, counting_handler(ran.clone()))
+            .start()
+    };
+    let completed = |n: u64| async move {
+        wait_until(
+            &format!("{n} slots of {queue} to run"),
+            PATIENCE,
+            || async { Ok(client.counts(queue).await?.completed >= n) },
+        )
+        .await
+    };
+    let leader = start().await?;
+    let mut result = completed(1).await;
+    for n in 2..=3 {
+        if result.is_ok() {
+            clock.advance(slots.step);
+            result = completed(n).await;
+        }
+    }
+    let crashed = crash(leader).await;
+    result?;
+    crashed?;
+    // The dead leader's lock lapses; the slot has not changed. The new
+    // leader must not enqueue this slot again.
+    clock.advance(secs(2));
+    let successor = start().await?;
+    let result = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let jobs = client.list(ListQuery::new().queue(queue)).await?;
+        ensure_eq!(jobs.len(), 3, "jobs after the takeover within a slot");
+        clock.advance(slots.step);
+        completed(4).await
+    }
+    .await;
+    let stopped = stop(successor).await;
+    result?;
+    stopped?;
+    let jobs = client.list(ListQuery::new().queue(queue)).await?;
+    ensure_eq!(jobs.len(), 4, "jobs enqueued for four slots");
+    ensure_eq!(ran.load(Ordering::SeqCst), 4, "runs");
+    let mut runs_at: Vec<_> = jobs.iter().map(|j| j.run_at).collect();
+    runs_at.sort();
+    let expected: Vec<_> = (0..4u32).map(|k| slots.first + slots.step * k).collect();
+    ensure_eq!(runs_at, expected, "each job due at its slot");
+    Ok(())
 }
