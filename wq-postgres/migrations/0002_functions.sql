@@ -852,14 +852,17 @@ BEGIN
             LIMIT v_left);
         GET DIAGNOSTICS v_gone = ROW_COUNT;
         v_left := v_left - v_gone;
-        -- Dead jobs one at a time: a dead head may hold its group.
+        -- Dead jobs one at a time: a dead head may hold its group. The
+        -- oldest ones, taken in group order, as every function locks groups.
         FOR d IN
-            SELECT id FROM jobs
-            WHERE queue = q.name AND state = 4
-              AND finished_at <= p_now - (q.config->'retention'->>'dead')::bigint
-                                         * interval '1 millisecond'
-            ORDER BY finished_at
-            LIMIT greatest(v_left, 0)
+            SELECT x.id FROM (
+                SELECT id, group_key FROM jobs
+                WHERE queue = q.name AND state = 4
+                  AND finished_at <= p_now - (q.config->'retention'->>'dead')::bigint
+                                             * interval '1 millisecond'
+                ORDER BY finished_at
+                LIMIT greatest(v_left, 0)) x
+            ORDER BY x.group_key, x.id
         LOOP
             v_left := v_left - wq_purge(d.id, p_now);
         END LOOP;

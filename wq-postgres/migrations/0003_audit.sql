@@ -66,7 +66,11 @@ DECLARE
     v_checked bigint;
 BEGIN
     SELECT count(*) INTO v_checked FROM jobs j WHERE j.queue = p_queue AND j.state < 3;
+    -- Repairs lock groups as they go: in group order, as every function
+    -- does; within a group a misplaced head leaves `heads` before the true
+    -- head is placed (one row per group).
     FOR f IN
+        SELECT * FROM (
         WITH lines AS (
             -- Each group's lowest unfinished job, and whether any of it runs.
             SELECT DISTINCT ON (j.group_key) j.group_key, j.id, j.state,
@@ -114,6 +118,8 @@ BEGIN
         FROM jobs j
         WHERE j.queue = p_queue AND j.state = 2
           AND (j.lease_token IS NULL OR j.lease_expires_at IS NULL)
+        ) found
+        ORDER BY found.group_key, found.kind DESC, found.id
     LOOP
         kind := f.kind;
         group_key := f.group_key;

@@ -51,6 +51,8 @@ async fn run(schema: &str) -> Result<(), Failure> {
     let waiting_head = enqueue(&client, Some("b")).await?;
     enqueue(&client, Some("b")).await?;
     let loose = enqueue(&client, None).await?;
+    let c_head = enqueue(&client, Some("c")).await?;
+    let c_second = enqueue(&client, Some("c")).await?;
     let claimed = claim(&store, "q", 1, clock.now(), Duration::from_secs(30)).await?;
     ensure_eq!(claimed.len(), 1, "one job claimed");
     ensure_eq!(claimed[0].id, running_head.id, "group a's head runs");
@@ -60,7 +62,7 @@ async fn run(schema: &str) -> Result<(), Failure> {
         "a healthy store is clean: {:?}",
         clean.anomalies
     );
-    ensure_eq!(clean.checked, 5, "unfinished jobs checked");
+    ensure_eq!(clean.checked, 7, "unfinished jobs checked");
 
     // Break each invariant once.
     let id = |j: &Job| j.id.to_string();
@@ -72,6 +74,18 @@ async fn run(schema: &str) -> Result<(), Failure> {
     exec(
         &store,
         &format!("DELETE FROM $S.heads WHERE id = '{}'", id(&loose)),
+    )
+    .await?;
+    // Group c's head swapped for the job behind it.
+    exec(
+        &store,
+        &format!(
+            "UPDATE $S.heads SET id = '{}', seq = (SELECT seq FROM $S.jobs WHERE id = '{}') \
+             WHERE id = '{}'",
+            id(&c_second),
+            id(&c_second),
+            id(&c_head)
+        ),
     )
     .await?;
     exec(
@@ -98,7 +112,9 @@ async fn run(schema: &str) -> Result<(), Failure> {
     let mut expected = vec![
         (AnomalyKind::Headless, waiting_head.id),
         (AnomalyKind::Headless, loose.id),
+        (AnomalyKind::Headless, c_head.id),
         (AnomalyKind::MisplacedHead, behind.id),
+        (AnomalyKind::MisplacedHead, c_second.id),
         (AnomalyKind::Unleased, running_head.id),
     ];
     expected.sort_by_key(|(k, j)| (format!("{k:?}"), *j));
@@ -129,7 +145,7 @@ async fn run(schema: &str) -> Result<(), Failure> {
     let ids: Vec<_> = next.iter().map(|j| j.id).collect();
     ensure_eq!(
         ids,
-        vec![waiting_head.id, loose.id],
+        vec![waiting_head.id, loose.id, c_head.id],
         "claimable after the repair"
     );
     let rescued = store.rescue(clock.now(), 10).await?;
