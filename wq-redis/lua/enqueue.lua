@@ -1,132 +1,166 @@
--- Stores a batch of jobs of one queue, in order, atomically.
--- ARGV: now, origin, n, then n jobs of nine arguments each: id, tenant,
+-- Stores a batch of jobs over one or more queues, in order, atomically.
+-- KEYS: the base of each queue of the batch.
+-- ARGV: now, origin, then for each queue its number of jobs, then the
+-- jobs of every queue in KEYS order, nine arguments each: id, tenant,
 -- group, priority, mode ('a': run at `time`; 'c': chained `time` after the
 -- group's latest run_at), time, max_attempts, idempotency key, payload.
 -- Empty strings stand for absent values.
--- Returns { woke, results }: { 1, seq, run_at, state } for a stored job,
--- { 0, job } when the id or the idempotency key was already known.
+-- Returns { woke, results }, one entry per queue: woke is 1 when the
+-- queue's workers were woken; results hold { 1, seq, run_at, state } for
+-- a stored job, { 0, job } when the id or the idempotency key was already
+-- known.
 --
--- Reads are done for the whole batch first and writes gathered into one
--- command per key where the order allows: one call per job (its hash)
--- plus a handful per batch.
-local cfg = config()
-if not cfg then return redis.error_reply(UNKNOWN_QUEUE) end
+-- Redis does not undo a script that stops half way, so nothing is written
+-- until every queue of the batch is known to exist and every read has
+-- been done. Reads are done for the whole batch first and writes gathered
+-- into one command per key where the order allows: one call per job (its
+-- hash) plus a handful per queue.
 local NOW = ARGV[1]
 local now = tonumber(NOW)
-local n = tonumber(ARGV[3])
+local queues = #KEYS
 
-local jobs = {}
-local ids, keyed = {}, {}
-for i = 1, n do
-  local a = 4 + (i - 1) * 9
-  local j = {
-    id = ARGV[a], tenant = ARGV[a + 1], g = ARGV[a + 2], pr = ARGV[a + 3], mode = ARGV[a + 4],
-    time = ARGV[a + 5], mx = ARGV[a + 6], ik = ARGV[a + 7], payload = ARGV[a + 8],
-  }
-  jobs[i] = j
-  ids[i] = j.id
-  if j.ik ~= '' then keyed[#keyed + 1] = j.ik end
+for q = 1, queues do
+  use_queue(KEYS[q])
+  if not config() then return redis.error_reply(UNKNOWN_QUEUE .. ': ' .. q) end
 end
 
--- What is known already: ids, idempotency keys, groups' chains.
-local known_ids, known_keys = {}, {}
-for i, score in ipairs(batched('ZMSCORE', K.all, ids)) do
-  if score then known_ids[ids[i]] = true end
-end
-for i, id in ipairs(batched('HMGET', K.idem, keyed)) do
-  if id then known_keys[keyed[i]] = id end
-end
-
--- Which jobs are new, in order (a known id first, then a known key); a
--- repeat within the batch finds the first.
-local new = {}
-for _, j in ipairs(jobs) do
-  j.known = (known_ids[j.id] and j.id) or (j.ik ~= '' and known_keys[j.ik]) or nil
-  if not j.known then
-    new[#new + 1] = j
-    known_ids[j.id] = true
-    if j.ik ~= '' then known_keys[j.ik] = j.id end
+-- Reads one queue's part of the batch and what its queue knows already:
+-- ids, idempotency keys, groups' chains.
+local function read(first, n)
+  local jobs = {}
+  local ids, keyed = {}, {}
+  for i = 1, n do
+    local a = first + (i - 1) * 9
+    local j = {
+      id = ARGV[a], tenant = ARGV[a + 1], g = ARGV[a + 2], pr = ARGV[a + 3], mode = ARGV[a + 4],
+      time = ARGV[a + 5], mx = ARGV[a + 6], ik = ARGV[a + 7], payload = ARGV[a + 8],
+    }
+    jobs[i] = j
+    ids[i] = j.id
+    if j.ik ~= '' then keyed[#keyed + 1] = j.ik end
   end
-end
 
-local groups, last = {}, {}
-for _, j in ipairs(new) do
-  if j.g ~= '' and last[j.g] == nil then
-    groups[#groups + 1] = j.g
-    last[j.g] = 0
+  local known_ids, known_keys = {}, {}
+  for i, score in ipairs(batched('ZMSCORE', K.all, ids)) do
+    if score then known_ids[ids[i]] = true end
   end
-end
-for i, v in ipairs(batched('HMGET', K.glast, groups)) do
-  last[groups[i]] = tonumber(v or '0')
-end
+  for i, id in ipairs(batched('HMGET', K.idem, keyed)) do
+    if id then known_keys[keyed[i]] = id end
+  end
 
-local seq = redis.call('INCRBY', K.seq, #new) - #new
-local lines, all, payloads, wait, ready, sched, idem = {}, {}, {}, {}, {}, {}, {}
-local changed = {}
-for _, j in ipairs(new) do
-  seq = seq + 1
-  j.sq = int(seq)
-  local run_at = j.time
-  if j.mode == 'c' then
-    local base = now
-    if j.g ~= '' then base = math.max(last[j.g], now) end
-    run_at = int(base + tonumber(j.time))
-  end
-  j.ra = run_at
-  if j.g ~= '' then
-    if tonumber(run_at) > last[j.g] then
-      last[j.g] = tonumber(run_at)
-      changed[j.g] = run_at
+  -- Which jobs are new, in order (a known id first, then a known key); a
+  -- repeat within the batch finds the first.
+  local new = {}
+  for _, j in ipairs(jobs) do
+    j.known = (known_ids[j.id] and j.id) or (j.ik ~= '' and known_keys[j.ik]) or nil
+    if not j.known then
+      new[#new + 1] = j
+      known_ids[j.id] = true
+      if j.ik ~= '' then known_keys[j.ik] = j.id end
     end
-    lines[j.g] = lines[j.g] or {}
-    push(lines[j.g], j.id)
   end
-end
--- A job heads its group when the group's line was empty before it.
-local heads = {}
-for _, g in ipairs(groups) do
-  local len = batched('RPUSH', gkey(g), lines[g])
-  if len[#len] == #lines[g] then heads[lines[g][1]] = true end
-end
-local glast = {}
-for g, v in pairs(changed) do push(glast, g, v) end
 
-for _, j in ipairs(new) do
-  j.st = 'scheduled'
-  if tonumber(j.ra) <= now then j.st = 'available' end
-  local fields = { jkey(j.id), 'sq', j.sq, 'pr', j.pr, 'ra', j.ra, 'at', 0, 'mx', j.mx, 'st', j.st, 'ca', NOW, 'ua', NOW }
-  if j.tenant ~= '' then push(fields, 'tn', j.tenant) end
-  if j.g ~= '' then push(fields, 'g', j.g) end
-  if j.ik ~= '' then
-    push(fields, 'ik', j.ik)
-    push(idem, j.ik, j.id)
+  local groups, last = {}, {}
+  for _, j in ipairs(new) do
+    if j.g ~= '' and last[j.g] == nil then
+      groups[#groups + 1] = j.g
+      last[j.g] = 0
+    end
   end
-  redis.call('HSET', unpack(fields))
-  push(all, 0, j.id)
-  push(payloads, pkey(j.id), j.payload)
-  local m = member(j.pr, j.ra, j.sq, j.id)
-  push(wait, 0, m)
-  if j.g == '' or heads[j.id] then
-    if j.st == 'available' then push(ready, 0, m) else push(sched, j.ra, j.id) end
+  for i, v in ipairs(batched('HMGET', K.glast, groups)) do
+    last[groups[i]] = tonumber(v or '0')
   end
-  count(j.st, 1)
+  return { jobs = jobs, new = new, groups = groups, last = last }
 end
 
-batched('ZADD', K.all, all)
-batched('MSET', nil, payloads)
-batched('ZADD', K.wait, wait)
-batched('ZADD', K.ready, ready)
-batched('ZADD', K.sched, sched)
-batched('HSET', K.idem, idem)
-batched('HSET', K.glast, glast)
-if #new > 0 then woke = true end
-
-local out = {}
-for i, j in ipairs(jobs) do
-  if j.known then
-    out[i] = { 0, job_reply(j.known) }
-  else
-    out[i] = { 1, j.sq, j.ra, j.st }
+-- Writes one queue's new jobs; returns its results.
+local function write(part)
+  local jobs, new, groups, last = part.jobs, part.new, part.groups, part.last
+  local seq = redis.call('INCRBY', K.seq, #new) - #new
+  local lines, all, payloads, wait, ready, sched, idem = {}, {}, {}, {}, {}, {}, {}
+  local changed = {}
+  for _, j in ipairs(new) do
+    seq = seq + 1
+    j.sq = int(seq)
+    local run_at = j.time
+    if j.mode == 'c' then
+      local base = now
+      if j.g ~= '' then base = math.max(last[j.g], now) end
+      run_at = int(base + tonumber(j.time))
+    end
+    j.ra = run_at
+    if j.g ~= '' then
+      if tonumber(run_at) > last[j.g] then
+        last[j.g] = tonumber(run_at)
+        changed[j.g] = run_at
+      end
+      lines[j.g] = lines[j.g] or {}
+      push(lines[j.g], j.id)
+    end
   end
+  -- A job heads its group when the group's line was empty before it.
+  local heads = {}
+  for _, g in ipairs(groups) do
+    local len = batched('RPUSH', gkey(g), lines[g])
+    if len[#len] == #lines[g] then heads[lines[g][1]] = true end
+  end
+  local glast = {}
+  for g, v in pairs(changed) do push(glast, g, v) end
+
+  for _, j in ipairs(new) do
+    j.st = 'scheduled'
+    if tonumber(j.ra) <= now then j.st = 'available' end
+    local fields = { jkey(j.id), 'sq', j.sq, 'pr', j.pr, 'ra', j.ra, 'at', 0, 'mx', j.mx, 'st', j.st, 'ca', NOW, 'ua', NOW }
+    if j.tenant ~= '' then push(fields, 'tn', j.tenant) end
+    if j.g ~= '' then push(fields, 'g', j.g) end
+    if j.ik ~= '' then
+      push(fields, 'ik', j.ik)
+      push(idem, j.ik, j.id)
+    end
+    redis.call('HSET', unpack(fields))
+    push(all, 0, j.id)
+    push(payloads, pkey(j.id), j.payload)
+    local m = member(j.pr, j.ra, j.sq, j.id)
+    push(wait, 0, m)
+    if j.g == '' or heads[j.id] then
+      if j.st == 'available' then push(ready, 0, m) else push(sched, j.ra, j.id) end
+    end
+    count(j.st, 1)
+  end
+
+  batched('ZADD', K.all, all)
+  batched('MSET', nil, payloads)
+  batched('ZADD', K.wait, wait)
+  batched('ZADD', K.ready, ready)
+  batched('ZADD', K.sched, sched)
+  batched('HSET', K.idem, idem)
+  batched('HSET', K.glast, glast)
+  if #new > 0 then woke = true end
+
+  local out = {}
+  for i, j in ipairs(jobs) do
+    if j.known then
+      out[i] = { 0, job_reply(j.known) }
+    else
+      out[i] = { 1, j.sq, j.ra, j.st }
+    end
+  end
+  return out
 end
-return { flush(ARGV[2]), out }
+
+local parts = {}
+local first = 3 + queues
+for q = 1, queues do
+  use_queue(KEYS[q])
+  local n = tonumber(ARGV[2 + q])
+  parts[q] = read(first, n)
+  first = first + n * 9
+end
+
+local woken, results = {}, {}
+for q = 1, queues do
+  use_queue(KEYS[q])
+  results[q] = write(parts[q])
+  woken[q] = flush(ARGV[2])
+end
+return { woken, results }

@@ -1,20 +1,26 @@
-//! Enqueue: one script call per queue of the batch, all or nothing within
-//! a queue.
+//! Enqueue: one script call for the whole batch, whatever queues it spans,
+//! so a batch is stored all or nothing.
 
 use redis::{ScriptInvocation, Value};
 use wq_core::{Enqueued, Job, NewJob, QueueName, RunAt, StoreError, Timestamp};
 
-use crate::error::{driver, reply};
-use crate::reply::{array, count, int, job, state};
+use crate::error::{for_queue, reply};
+use crate::reply::{array, count, int, job, state, woke};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
 
 impl RedisStore {
+    /// Stores `jobs` in one call of `lua/enqueue.lua`. A batch over several
+    /// queues touches several hash slots in that call: atomic on one server
+    /// (the store's only mode), refused by a cluster (see docs/redis.md).
     pub(crate) async fn enqueue_jobs(
         &self,
         jobs: Vec<NewJob>,
         now: Timestamp,
     ) -> Result<Vec<Enqueued>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut queues: Vec<(QueueName, Vec<usize>)> = Vec::new();
         for (i, j) in jobs.iter().enumerate() {
             match queues.iter_mut().find(|(q, _)| *q == j.queue) {
@@ -22,65 +28,69 @@ impl RedisStore {
                 None => queues.push((j.queue.clone(), vec![i])),
             }
         }
-        if queues.len() > 1 {
-            // The batch spans hash slots: refuse it whole before writing any.
-            let names: Vec<&QueueName> = queues.iter().map(|(q, _)| q).collect();
-            self.check_declared(&names).await?;
+        let mut call = SCRIPTS.enqueue.prepare_invoke();
+        for (q, _) in &queues {
+            call.key(self.keys().base(q));
+        }
+        call.arg(now.as_micros()).arg(&*self.inner.origin);
+        for (_, idx) in &queues {
+            call.arg(idx.len());
+        }
+        for (_, idx) in &queues {
+            for &i in idx {
+                job_args(&mut call, &jobs[i]);
+            }
+        }
+        let reply_value: Value = call
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| for_queue(&queues[unknown_index(&e, queues.len())].0)(e))?;
+
+        let mut parts = array(reply_value)?.into_iter();
+        let (Some(woken), Some(results), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(reply("enqueue reply is not { woke, results }"));
+        };
+        let (woken, results) = (array(woken)?, array(results)?);
+        if woken.len() != queues.len() || results.len() != queues.len() {
+            return Err(reply(format!(
+                "enqueue answered for {} and {} queues of {}",
+                woken.len(),
+                results.len(),
+                queues.len()
+            )));
         }
         let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-        for (queue, idx) in &queues {
-            let batch: Vec<&NewJob> = idx.iter().map(|&i| &jobs[i]).collect();
-            let stored = self.enqueue_queue(queue, &batch, now).await?;
-            for (&i, e) in idx.iter().zip(stored) {
-                out[i] = Some(e);
+        for (((queue, idx), w), r) in queues.iter().zip(woken).zip(results) {
+            if woke(&w)? {
+                self.inner.wakeups.wake(queue);
+            }
+            let r = array(r)?;
+            if r.len() != idx.len() {
+                return Err(reply(format!(
+                    "{} results for {} jobs of {queue}",
+                    r.len(),
+                    idx.len()
+                )));
+            }
+            for (&i, r) in idx.iter().zip(r) {
+                out[i] = Some(enqueued(queue, &jobs[i], r, now)?);
             }
         }
         out.into_iter()
             .map(|e| e.ok_or_else(|| reply("enqueue returned too few results")))
             .collect()
     }
+}
 
-    /// Fails with `UnknownQueue` unless every queue is declared.
-    async fn check_declared(&self, queues: &[&QueueName]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.cmd("HEXISTS").arg(self.keys().config(q)).arg("name");
-        }
-        let declared: Vec<bool> = pipe.query_async(&mut self.conn()).await.map_err(driver)?;
-        match queues.iter().zip(declared).find(|(_, d)| !d) {
-            Some((q, _)) => Err(StoreError::UnknownQueue((*q).clone())),
-            None => Ok(()),
-        }
-    }
-
-    async fn enqueue_queue(
-        &self,
-        queue: &QueueName,
-        batch: &[&NewJob],
-        now: Timestamp,
-    ) -> Result<Vec<Enqueued>, StoreError> {
-        let rest = self
-            .write(&SCRIPTS.enqueue, queue, now, |call| {
-                call.arg(batch.len());
-                for j in batch {
-                    job_args(call, j);
-                }
-            })
-            .await?;
-        let results = array(rest.into_iter().next().unwrap_or(Value::Nil))?;
-        if results.len() != batch.len() {
-            return Err(reply(format!(
-                "{} results for {} jobs",
-                results.len(),
-                batch.len()
-            )));
-        }
-        results
-            .into_iter()
-            .zip(batch)
-            .map(|(r, new)| enqueued(queue, new, r, now))
-            .collect()
-    }
+/// Which of the batch's queues an error names: the script's refusal of an
+/// undeclared queue ends with its 1-based position in `KEYS`. Any other
+/// error names none, and the first queue does as well as another.
+fn unknown_index(e: &redis::RedisError, queues: usize) -> usize {
+    e.detail()
+        .and_then(|d| d.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| (1..=queues).contains(&n))
+        .map_or(0, |n| n - 1)
 }
 
 /// The nine arguments of one job (see `lua/enqueue.lua`).

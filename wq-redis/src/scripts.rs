@@ -3,7 +3,9 @@
 //!
 //! Every per-queue script starts with `lua/lib/core.lua` (key names,
 //! counts, wake-ups, the group line) and touches only keys under the
-//! queue's hash tag, passed as `KEYS[1]`.
+//! queue's hash tag, passed as `KEYS[1]`. The exception is `enqueue`, which
+//! takes one base per queue of its batch so that a batch over several
+//! queues is one atomic call: one hash slot per queue, several per call.
 
 use std::sync::LazyLock;
 

@@ -94,6 +94,18 @@ local function flush(origin)
   return woke and 1 or 0
 end
 
+-- Points the names above at another queue and starts its gathering
+-- afresh: a script over several queues (a batch enqueue) works on one at
+-- a time and flushes each before it moves to the next.
+local function use_queue(base)
+  B = base
+  K = setmetatable({}, getmetatable(K))
+  WAKE_CHANNEL = base .. ':wake'
+  delta = {}
+  woke = false
+  later = { unlease = {}, lease = {}, done = {} }
+end
+
 -- The queue's settings, or nil when it was never declared.
 local function config()
   local c = redis.call('HMGET', K.cfg, 'name', 'paused', 'hold', 'kd', 'kx')

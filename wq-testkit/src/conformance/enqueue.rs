@@ -1,11 +1,13 @@
 //! Guarantees 1 and 4, and bad input: enqueue stores everything or nothing,
 //! idempotency keys deduplicate, and invalid input names its field.
 
+use std::future::Future as _;
+use std::task::Poll;
 use std::time::Duration;
 
 use wq_core::{
-    AckAction, Client, Clock as _, Enqueue, Error, JobId, JobState, ListQuery, NewJob, Payload,
-    QueueConfig, QueueName, RunAt, Store, StoreError,
+    AckAction, Client, Clock as _, Enqueue, Error, GroupKey, JobId, JobState, ListQuery, NewJob,
+    Payload, QueueConfig, QueueName, RunAt, Store, StoreError,
 };
 use wq_whatsapp::{EnqueueMessage as _, OutboundMessage};
 
@@ -202,6 +204,9 @@ pub async fn concurrent_idempotent_enqueue_without_group<T: TestBackend>(t: &T) 
 
 /// A batch with one bad job stores nothing, at the client (which names the
 /// job and field) and at the store (which refuses an unknown queue whole).
+/// A batch over several queues whose caller gives up part way, as a client
+/// that dies or times out between two of the store's calls would, leaves the
+/// whole batch or none of it: the store may not write it queue by queue.
 pub async fn batch_enqueue_is_atomic<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, clock) = manual_client(&b);
@@ -219,7 +224,7 @@ pub async fn batch_enqueue_is_atomic<T: TestBackend>(t: &T) -> TestResult {
             id: JobId::new(),
             queue: QueueName::from(queue),
             tenant: None,
-            group: None,
+            group: Some(GroupKey::from("g")),
             priority: 0,
             run_at: RunAt::At(clock.now()),
             max_attempts: 3,
@@ -230,7 +235,7 @@ pub async fn batch_enqueue_is_atomic<T: TestBackend>(t: &T) -> TestResult {
             .enqueue(vec![new("atomic"), new("atomic"), new("nope")], clock.now())
             .await;
         ensure!(
-            matches!(direct, Err(StoreError::UnknownQueue(_))),
+            matches!(&direct, Err(StoreError::UnknownQueue(q)) if q.as_str() == "nope"),
             "the store refuses a batch naming an unknown queue: {direct:?}"
         );
         ensure_eq!(
@@ -240,6 +245,57 @@ pub async fn batch_enqueue_is_atomic<T: TestBackend>(t: &T) -> TestResult {
         );
         let listed = client.list(ListQuery::new().queue("atomic")).await?;
         ensure!(listed.is_empty(), "nothing listed after refusals");
+
+        let queues = ["split-a", "split-b", "split-c"];
+        for q in queues {
+            declare(&client, QueueConfig::new(q)).await?;
+        }
+        let batch: Vec<NewJob> = (0..12).map(|i| new(queues[i % queues.len()])).collect();
+        let size = batch.len() as u64;
+        let stored = || async {
+            let mut total = 0;
+            for q in queues {
+                total += client.counts(q).await?.total();
+            }
+            Ok::<u64, wq_core::Error>(total)
+        };
+        // One poll at a time, looking at the store in between: a backend
+        // that writes queue by queue is caught between two of its calls.
+        let mut pending = Box::pin(b.enqueue(batch, clock.now()));
+        let mut answered = None;
+        for _ in 0..500 {
+            let step = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+            if let Poll::Ready(r) = step {
+                answered = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if stored().await? > 0 {
+                break;
+            }
+        }
+        drop(pending);
+        // A call sent before the caller gave up may still land: judge the
+        // store once it has stopped changing.
+        let mut seen = stored().await?;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = stored().await?;
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        ensure!(
+            seen == 0 || seen == size,
+            "a batch over {} queues cut off part way left {seen} of its {size} jobs",
+            queues.len()
+        );
+        match answered {
+            Some(Ok(out)) => ensure_eq!(seen, size, "jobs stored by a batch that answered {out:?}"),
+            Some(Err(e)) => ensure_eq!(seen, 0, "jobs stored by a batch that failed with {e}"),
+            None => {}
+        }
         Ok(())
     })
     .await
