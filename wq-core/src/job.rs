@@ -16,8 +16,8 @@ use crate::time::Timestamp;
 /// A job's id: a UUID v7, so ids sort roughly by creation time.
 ///
 /// The id is assigned by the client before the job is stored and never
-/// changes; a transport derives the WhatsApp message id from it, so a retry
-/// after a lost acknowledgement cannot send twice.
+/// changes; an effect keyed by it (an id passed to the other side) happens
+/// once even when a retry follows a lost acknowledgement.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(Uuid);
@@ -244,7 +244,7 @@ pub struct Job {
     pub id: JobId,
     /// The queue it belongs to.
     pub queue: QueueName,
-    /// The tenant (e.g. a WhatsApp instance), for filtering and future limits.
+    /// The tenant (e.g. a customer or an account), for filtering and future limits.
     pub tenant: Option<Arc<str>>,
     /// The ordering key; `None` means no ordering duty.
     pub group: Option<GroupKey>,
@@ -351,8 +351,8 @@ pub enum RunAt {
     /// At this time (in the past means now).
     At(Timestamp),
     /// Time chaining: `max(group's last run_at, now) + offset`, computed by the
-    /// backend atomically with the insert, so messages to one contact keep
-    /// their spacing even with concurrent enqueuers. The client has already
+    /// backend atomically with the insert, so one group's jobs keep their
+    /// spacing even with concurrent enqueuers. The client has already
     /// added the jitter into `offset`.
     Chained {
         /// Spacing after the group's previous job (delay + sampled jitter).
@@ -407,12 +407,12 @@ mod tests {
 
     #[test]
     fn payload_keeps_json_text_and_serializes_inline() {
-        let p = Payload::from_raw(r#"{"to":"5511999999999","text":"hi"}"#).unwrap();
+        let p = Payload::from_raw(r#"{"to":"ana","text":"hi"}"#).unwrap();
         #[derive(Deserialize)]
         struct M {
             to: String,
         }
-        assert_eq!(p.decode::<M>().unwrap().to, "5511999999999");
+        assert_eq!(p.decode::<M>().unwrap().to, "ana");
         let wrapped = serde_json::to_string(&serde_json::json!({ "p": 1 })).unwrap();
         assert_eq!(wrapped, r#"{"p":1}"#);
         #[derive(Serialize, Deserialize)]
@@ -420,7 +420,7 @@ mod tests {
             payload: Payload,
         }
         let text = serde_json::to_string(&W { payload: p.clone() }).unwrap();
-        assert_eq!(text, r#"{"payload":{"to":"5511999999999","text":"hi"}}"#);
+        assert_eq!(text, r#"{"payload":{"to":"ana","text":"hi"}}"#);
         let back: W = serde_json::from_str(&text).unwrap();
         assert_eq!(back.payload, p);
     }

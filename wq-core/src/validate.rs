@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert!(name_like("group", "inst:5511999998888", MAX_GROUP_KEY).is_ok());
+        assert!(name_like("group", "tenant-1:customer-42", MAX_GROUP_KEY).is_ok());
         assert!(name_like("group", "  ", MAX_GROUP_KEY).is_err());
         assert!(name_like("group", "a\nb", MAX_GROUP_KEY).is_err());
         assert!(name_like("group", &"g".repeat(257), MAX_GROUP_KEY).is_err());

@@ -13,7 +13,7 @@
 //! let store = MemoryStore::new();
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;
-//! client.enqueue(Enqueue::new("message", &"hello").group("inst-1:5511999998888")).await?;
+//! client.enqueue(Enqueue::new("message", &"hello").group("customer-42")).await?;
 //!
 //! let worker = Worker::new(store)
 //!     .handle("message", |job: JobContext| async move {
