@@ -13,6 +13,9 @@
 //! - [`concurrency`]: enqueuers, workers and an operator racing on the same
 //!   groups, checked against a ledger and the backend's audit, expanded by
 //!   [`concurrency_tests!`];
+//! - [`differential`]: random sequences of store calls run on the backend
+//!   and on the memory backend, which must agree after every step,
+//!   expanded by [`differential_tests!`];
 //! - [`crash`](mod@crash): worker processes SIGKILLed while the server is
 //!   cut off, for a backend's restart tests, checked against the workers'
 //!   ledger files and the store.
@@ -45,6 +48,7 @@
 pub mod concurrency;
 pub mod conformance;
 pub mod crash;
+pub mod differential;
 mod harness;
 pub mod properties;
 pub mod wakeups;
@@ -160,6 +164,20 @@ macro_rules! property_tests {
         #[test]
         fn properties() {
             $crate::properties::check(&$backend, $cases);
+        }
+    };
+}
+
+/// Expands into a `#[test] fn behaves_like_memory()` running `cases` random
+/// [`differential`] cases (overridden by the `WQ_PROPTEST_CASES`
+/// environment variable), each on a fresh backend made by the given
+/// [`TestBackend`] expression beside a fresh `wq_memory::MemoryStore`.
+#[macro_export]
+macro_rules! differential_tests {
+    ($backend:expr, $cases:expr) => {
+        #[test]
+        fn behaves_like_memory() {
+            $crate::differential::check(&$backend, $cases);
         }
     };
 }
