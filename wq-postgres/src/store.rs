@@ -134,7 +134,16 @@ fn claimed(rows: &[PgRow]) -> Result<Claimed, sqlx::Error> {
             jobs.push(codec::job(row)?);
         }
     }
+    in_claim_order(&mut jobs);
     Ok((jobs, next_due))
+}
+
+/// Puts claimed jobs in the order the claim picked them (priority, due
+/// time, sequence), as the other backends return them: the rows of an
+/// `UPDATE … RETURNING` come back in whatever order the update met them,
+/// and a worker starts its jobs in the order it gets them.
+fn in_claim_order(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| (j.priority, j.run_at, j.seq));
 }
 
 fn claim_args(
@@ -341,10 +350,13 @@ impl Store for PgStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(error::store)?;
-        rows.iter()
+        let mut jobs = rows
+            .iter()
             .map(codec::job)
-            .collect::<Result<_, _>>()
-            .map_err(error::store)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error::store)?;
+        in_claim_order(&mut jobs);
+        Ok(jobs)
     }
 
     async fn ack(&self, acks: &[Ack], now: Timestamp) -> Result<Vec<AckOutcome>, StoreError> {
