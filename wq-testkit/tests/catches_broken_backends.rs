@@ -18,7 +18,7 @@ use wq_core::{
     Timestamp, WakeSignal,
 };
 use wq_memory::MemoryStore;
-use wq_testkit::{Failure, TestBackend, concurrency, conformance, properties};
+use wq_testkit::{Failure, TestBackend, concurrency, conformance, differential, properties};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -40,6 +40,13 @@ enum Fault {
     /// Stores a job enqueued into a group whose head runs without its
     /// group (shown with it everywhere), so it runs at once beside the head.
     SecondHead,
+    /// Hands out a claim's jobs last picked first: the right jobs, in an
+    /// order no backend promises (Postgres did this until its claim sorted
+    /// the rows its update returned).
+    UnorderedClaims,
+    /// Refuses an acknowledgement unless the job runs under its token, so
+    /// one sent again after a lost reply is `Stale`, not `Applied`.
+    ForgetsAppliedAcks,
 }
 
 /// Far enough ahead that a stranded job never comes due during a test.
@@ -161,7 +168,9 @@ impl Store for Sabotaged {
                     })
                     .collect())
             }
-            Fault::NoFencing => self.inner.enqueue(jobs, now).await,
+            Fault::NoFencing | Fault::UnorderedClaims | Fault::ForgetsAppliedAcks => {
+                self.inner.enqueue(jobs, now).await
+            }
             Fault::ExtraAttempt | Fault::SecondHead => {
                 let mut jobs = jobs;
                 for job in &mut jobs {
@@ -206,9 +215,26 @@ impl Store for Sabotaged {
         }
     }
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Job>, StoreError> {
-        Ok(self.disguise_all(self.inner.claim(req).await?))
+        let mut jobs = self.disguise_all(self.inner.claim(req).await?);
+        if matches!(self.fault, Fault::UnorderedClaims) {
+            jobs.reverse();
+        }
+        Ok(jobs)
     }
     async fn ack(&self, acks: &[Ack], now: Timestamp) -> Result<Vec<AckOutcome>, StoreError> {
+        if matches!(self.fault, Fault::ForgetsAppliedAcks) {
+            let mut out = Vec::new();
+            for a in acks {
+                let job = self.inner.get(a.id).await?;
+                let leased = job.as_ref().and_then(|j| j.lease.as_ref());
+                if job.is_some() && leased.is_none_or(|l| l.token != a.token) {
+                    out.push(AckOutcome::Stale);
+                } else {
+                    out.extend(self.inner.ack(std::slice::from_ref(a), now).await?);
+                }
+            }
+            return Ok(out);
+        }
         if !matches!(self.fault, Fault::NoFencing) {
             return self.inner.ack(acks, now).await;
         }
@@ -454,4 +480,54 @@ async fn the_concurrent_tests_catch_a_backend_that_does_not_fence() {
     let failure =
         outcome.expect_err("lapsed_leases_are_rescued_under_races passed without fencing");
     assert!(says(&failure.0, &["at once"]), "{failure}");
+}
+
+/// The number of steps in a shrunk differential failure.
+fn steps(failure: &str) -> usize {
+    let ops = [
+        "Enqueue {",
+        "Claim {",
+        "Ack {",
+        "RepeatAck",
+        "Extend {",
+        "Advance {",
+        "Rescue",
+        "Cancel {",
+        "RetryDead {",
+        "PurgeDead {",
+        "Prune",
+        "Promote {",
+    ];
+    let listed = failure
+        .split("minimal failing input")
+        .nth(1)
+        .unwrap_or(failure);
+    ops.iter().map(|op| listed.matches(op).count()).sum()
+}
+
+#[test]
+fn the_differential_tests_catch_a_backend_that_reorders_claims() {
+    let failure = differential::run(&Broken(Fault::UnorderedClaims), 256)
+        .expect_err("the differential tests passed on a backend that reorders claims");
+    assert!(failure.contains("claimed ids"), "{failure}");
+    assert!(
+        steps(&failure) <= 6,
+        "the shrunk case is long ({} steps):\n{failure}",
+        steps(&failure)
+    );
+}
+
+#[test]
+fn the_differential_tests_catch_a_backend_that_forgets_applied_acks() {
+    let failure = differential::run(&Broken(Fault::ForgetsAppliedAcks), 256)
+        .expect_err("the differential tests passed on a backend that forgets applied acks");
+    assert!(
+        failure.contains("RepeatAck") && failure.contains("Stale"),
+        "{failure}"
+    );
+    assert!(
+        steps(&failure) <= 6,
+        "the shrunk case is long ({} steps):\n{failure}",
+        steps(&failure)
+    );
 }
