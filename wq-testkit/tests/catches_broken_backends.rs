@@ -40,9 +40,9 @@ enum Fault {
     /// Stores a job enqueued into a group whose head runs without its
     /// group (shown with it everywhere), so it runs at once beside the head.
     SecondHead,
-    /// Hands out a claim's jobs last picked first: the right jobs, in an
-    /// order no backend promises (Postgres did this until its claim sorted
-    /// the rows its update returned).
+    /// Hands out a claim's jobs last picked first: the right jobs, out of
+    /// the order they were picked in (Postgres did this until its claim
+    /// sorted the rows its update returned).
     UnorderedClaims,
     /// Refuses an acknowledgement unless the job runs under its token, so
     /// one sent again after a lost reply is `Stale`, not `Applied`.
