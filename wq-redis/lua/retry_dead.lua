@@ -11,7 +11,9 @@ local function revive(id)
   redis.call('ZREM', K.dead, id)
   local f = redis.call('HMGET', jk, 'st', 'g')
   redis.call('HSET', jk, 'at', 0, 'ra', now)
-  redis.call('HDEL', jk, 'cr', 'fa')
+  -- A revived job starts a new life: the acknowledgement that killed it,
+  -- sent again, is stale from now on (as in memory and Postgres).
+  redis.call('HDEL', jk, 'cr', 'fa', 'ak')
   set_state(jk, f[1], 'available', now)
   local g = f[2]
   local runs_now = true

@@ -8,7 +8,7 @@ local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 
 -- action: c(omplete), r(etry), d(efer), k(ill), l (release).
 --
 -- The token of an applied acknowledgement stays in the job as `ak` until
--- the next claim clears it: the same acknowledgement sent again, because
+-- the next claim, or a retry of the dead job, clears it: the same acknowledgement sent again, because
 -- its reply was lost on the way back, answers with the job's state instead
 -- of 'stale' (which would say the lease had lapsed), while an old token
 -- after a newer claim still answers 'stale'.
