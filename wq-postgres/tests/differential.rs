@@ -3,4 +3,4 @@
 
 mod support;
 
-wq_testkit::differential_tests!(support::Postgres, 48);
+wq_testkit::differential_tests!(support::Postgres, 32);

@@ -168,6 +168,63 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     vec(op(), 1..50)
 }
 
+/// Shrunk sequences on which a backend once disagreed with the memory
+/// backend, replayed on every backend so that none of them comes back.
+pub fn regressions() -> Vec<(&'static str, Vec<Op>)> {
+    let enqueue = |queue, group, priority, delay| Op::Enqueue {
+        queue,
+        group,
+        delay,
+        chained: false,
+        priority,
+        key: None,
+        batch: 1,
+    };
+    vec![
+        (
+            "a claim hands out its jobs in the order it picked them (Postgres \
+             returned them in the order its update met them)",
+            vec![
+                enqueue(1, None, 0, 0),
+                enqueue(0, None, 0, 0),
+                enqueue(0, Some(0), -1, 0),
+                enqueue(0, None, 0, 1),
+                Op::Claim { queue: 0, limit: 2 },
+            ],
+        ),
+        (
+            "a retried dead job's killing acknowledgement, sent again, is stale \
+             (Redis answered it as applied, the job being available)",
+            vec![
+                enqueue(0, Some(0), 0, 0),
+                Op::Claim { queue: 0, limit: 1 },
+                Op::Ack {
+                    pick: 0,
+                    act: Act::Kill,
+                },
+                Op::RetryDead { pick: Some(0) },
+                Op::RepeatAck,
+            ],
+        ),
+    ]
+}
+
+/// Replays every [`regressions`] sequence on fresh backends from `t`; `Err`
+/// names each that disagreed.
+pub async fn replay_regressions<T: TestBackend>(t: &T) -> Result<(), Failure> {
+    let mut failed = Vec::new();
+    for (what, ops) in regressions() {
+        if let Err(e) = replay(t, &ops).await {
+            failed.push(format!("{what}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        fail(failed.join("\n"))
+    }
+}
+
 /// Runs `cases` random cases (overridden by `WQ_PROPTEST_CASES`), each on a
 /// fresh backend from `t` and a fresh memory store; `Err` holds the shrunk
 /// sequence and where the two disagreed.
@@ -190,7 +247,7 @@ pub fn run<T: TestBackend>(t: &T, cases: u32) -> Result<(), String> {
     let mut runner = TestRunner::new(config);
     runner
         .run(&ops(), |ops| {
-            rt.block_on(with_backend(t, |tested| run_case(tested, ops)))
+            rt.block_on(replay(t, &ops))
                 .map_err(|f| TestCaseError::fail(f.0))
         })
         .map_err(|e| e.to_string())
@@ -203,7 +260,13 @@ pub fn check<T: TestBackend>(t: &T, cases: u32) {
     }
 }
 
-async fn run_case<B: Backend>(tested: B, ops: Vec<Op>) -> Result<(), Failure> {
+/// Runs one given sequence on a fresh backend from `t` and a fresh memory
+/// store: a shrunk failure kept as a regression test.
+pub async fn replay<T: TestBackend>(t: &T, ops: &[Op]) -> Result<(), Failure> {
+    with_backend(t, |tested| run_case(tested, ops)).await
+}
+
+async fn run_case<B: Backend>(tested: B, ops: &[Op]) -> Result<(), Failure> {
     let mut pair = Pair::new(tested).await?;
     for (i, op) in ops.iter().enumerate() {
         within(&format!("step {i} {op:?}"), pair.step(op))

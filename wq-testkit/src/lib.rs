@@ -171,13 +171,26 @@ macro_rules! property_tests {
 /// Expands into a `#[test] fn behaves_like_memory()` running `cases` random
 /// [`differential`] cases (overridden by the `WQ_PROPTEST_CASES`
 /// environment variable), each on a fresh backend made by the given
-/// [`TestBackend`] expression beside a fresh `wq_memory::MemoryStore`.
+/// [`TestBackend`] expression beside a fresh `wq_memory::MemoryStore`, and a
+/// `#[tokio::test] fn past_disagreements_stay_fixed()` replaying
+/// [`differential::regressions`]. The calling crate needs `tokio` (with
+/// `macros` and `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! differential_tests {
     ($backend:expr, $cases:expr) => {
         #[test]
         fn behaves_like_memory() {
             $crate::differential::check(&$backend, $cases);
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn past_disagreements_stay_fixed() {
+            let backend = $backend;
+            $crate::run_bounded(
+                "past_disagreements_stay_fixed",
+                $crate::differential::replay_regressions(&backend),
+            )
+            .await;
         }
     };
 }
