@@ -8,10 +8,11 @@ local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 
 -- action: c(omplete), r(etry), d(efer), k(ill), l (release).
 --
 -- The token of an applied acknowledgement stays in the job as `ak` until
--- the next claim, or a retry of the dead job, clears it: the same acknowledgement sent again, because
--- its reply was lost on the way back, answers with the job's state instead
--- of 'stale' (which would say the lease had lapsed), while an old token
--- after a newer claim still answers 'stale'.
+-- the next claim, or a retry of the dead job, clears it: the same
+-- acknowledgement sent again, because its reply was lost on the way back,
+-- answers with the job's state instead of 'stale' (which would say the
+-- lease had lapsed), while an old token after a newer claim still answers
+-- 'stale'.
 local function ack_one(id, token, action, run_at, msg, now, cfg)
   local f = redis.call('HMGET', jkey(id), unpack(ACK_FIELDS))
   if not f[1] then return 'notfound' end
