@@ -21,7 +21,8 @@ use crate::time::Timestamp;
 /// sequence not yet terminal), belong to a group with nothing running, and
 /// sit in an unpaused queue; among those, lower priority first, then earlier
 /// `run_at`, then enqueue order. It picks one head per group *before* it
-/// applies the limit, so a blocked group never starves the others.
+/// applies the limit, so a blocked group never starves the others, and
+/// returns the jobs in the order it picked them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClaimRequest {
@@ -399,8 +400,9 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// An acknowledgement sent again with the token of the last one applied
     /// to its job (the first reply was lost) answers `Applied` with the
-    /// job's state now and changes nothing, until the job is claimed again
-    /// or rescued; after that its token is `Stale`.
+    /// job's state now and changes nothing, until the job is claimed again,
+    /// rescued or retried from the dead-letter queue; after that its token
+    /// is `Stale`.
     fn ack(
         &self,
         acks: &[Ack],
