@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{Job, JobId};
 
-/// Why an attempt failed, and so what happens next.
+/// Why an attempt failed, and so what happens next; or, for
+/// [`JobError::Continue`], that it ended a step and the job goes on later.
 ///
 /// More outcomes may join, so a `match` needs a wildcard arm; layers above
 /// the core map their own error classes onto these (a transport's rate limit
@@ -38,6 +39,23 @@ pub enum JobError {
         reason: String,
         /// How long, when the other side said; `None` waits the queue's delay.
         after: Option<Duration>,
+    },
+    /// Not a failure: the handler finished one step and the job continues
+    /// at `step` after `after`. No attempt is spent, `last_error` is left
+    /// alone, and the job stays its group's head (nothing behind it
+    /// starts), but the worker's slot is free at once: a job that waits
+    /// between steps holds no handler. The next run reads the step with
+    /// [`JobContext::step`]; a failure after it retries the same step.
+    ///
+    /// A step of more than [`MAX_STEP`](crate::validate::MAX_STEP) bytes,
+    /// blank, or with control characters fails the attempt instead (as a
+    /// retryable failure naming the field).
+    #[error("continue at step `{step}` after {after:?}")]
+    Continue {
+        /// The step the next run starts at.
+        step: String,
+        /// How long until it runs.
+        after: Duration,
     },
     /// Will never succeed (invalid input, bad payload): straight to dead.
     #[error("{reason}")]
@@ -83,6 +101,15 @@ impl JobError {
         }
     }
 
+    /// Not a failure: continue the job at `step` after `after`, freeing
+    /// the worker's slot meanwhile (see [`JobError::Continue`]).
+    pub fn continue_at(step: impl Into<String>, after: Duration) -> Self {
+        JobError::Continue {
+            step: step.into(),
+            after,
+        }
+    }
+
     /// A failure that retrying cannot fix.
     pub fn permanent(reason: impl Into<String>) -> Self {
         JobError::Permanent {
@@ -118,6 +145,12 @@ impl JobContext {
     /// The attempt now running (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.job.attempt
+    }
+
+    /// The step an earlier run said to continue at (see
+    /// [`JobError::Continue`]); `None` before any.
+    pub fn step(&self) -> Option<&str> {
+        self.job.step.as_deref()
     }
 
     /// Decodes the payload; a payload that does not decode is a permanent

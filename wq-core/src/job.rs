@@ -269,6 +269,13 @@ pub struct Job {
     pub cancel_requested: bool,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// The step the handler said to continue at, if it ended an attempt with
+    /// [`JobError::Continue`](crate::JobError::Continue): a short name (1 to
+    /// [`MAX_STEP`](crate::validate::MAX_STEP) bytes) the next run reads
+    /// through [`JobContext::step`](crate::JobContext::step). It survives
+    /// retries and crashes, and is cleared when a dead job is retried.
+    #[serde(default)]
+    pub step: Option<String>,
     /// When it was stored.
     pub created_at: Timestamp,
     /// When its state last changed.
@@ -314,6 +321,7 @@ impl Job {
             lease: None,
             cancel_requested: false,
             last_error: None,
+            step: None,
             created_at,
             updated_at: created_at,
             finished_at: None,

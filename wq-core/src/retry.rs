@@ -91,23 +91,33 @@ pub fn decide<R: Rng + ?Sized>(
         AttemptEnd::TimedOut(after) => JobError::retry(format!("timed out after {after:?}")),
         AttemptEnd::Panicked(msg) => JobError::retry(format!("handler panicked: {msg}")),
     };
+    let fail = |reason: String, after: Option<Duration>, rng: &mut R| {
+        if attempt >= max_attempts {
+            AckAction::Kill { error: reason }
+        } else {
+            let wait = after.unwrap_or_else(|| policy.backoff(attempt, rng));
+            AckAction::Retry {
+                run_at: now + wait,
+                error: reason,
+            }
+        }
+    };
     match failure {
         JobError::Permanent { reason } => AckAction::Kill { error: reason },
         JobError::Wait { reason, after } => AckAction::Defer {
             run_at: now + after.unwrap_or(policy.disconnected_delay),
             reason,
         },
-        JobError::Retryable { reason, after } => {
-            if attempt >= max_attempts {
-                AckAction::Kill { error: reason }
-            } else {
-                let wait = after.unwrap_or_else(|| policy.backoff(attempt, rng));
-                AckAction::Retry {
-                    run_at: now + wait,
-                    error: reason,
-                }
-            }
-        }
+        JobError::Continue { step, after } => match crate::validate::step(&step) {
+            Ok(()) => AckAction::Continue {
+                run_at: now + after,
+                step,
+            },
+            // Storing it would break the backends' limits; the handler's
+            // bug is reported where operators look, as a failed attempt.
+            Err(e) => fail(format!("continue refused: {e}"), None, rng),
+        },
+        JobError::Retryable { reason, after } => fail(reason, after, rng),
     }
 }
 
@@ -250,5 +260,34 @@ mod tests {
         assert!(
             matches!(explicit, AckAction::Retry { run_at, .. } if run_at == now + Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn continue_keeps_the_attempt_and_a_bad_step_fails_it() {
+        let p = RetryPolicy::default();
+        let now = Timestamp::from_millis(1_000_000);
+        let mut rng = StdRng::seed_from_u64(3);
+        let hour = Duration::from_secs(3600);
+        let go = |step: String, attempt: u32, rng: &mut StdRng| {
+            let end = AttemptEnd::Returned(Err(JobError::continue_at(step, hour)));
+            decide(attempt, 3, end, &p, now, rng)
+        };
+        assert_eq!(
+            go("send".into(), 3, &mut rng),
+            AckAction::Continue {
+                run_at: now + hour,
+                step: "send".into()
+            }
+        );
+        let long = "s".repeat(crate::validate::MAX_STEP + 1);
+        assert!(matches!(
+            go(long.clone(), 1, &mut rng),
+            AckAction::Retry { error, .. } if error.contains("step") && error.contains("65 bytes")
+        ));
+        assert!(matches!(go(long, 3, &mut rng), AckAction::Kill { .. }));
+        assert!(matches!(
+            go(" ".into(), 1, &mut rng),
+            AckAction::Retry { .. }
+        ));
     }
 }

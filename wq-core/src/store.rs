@@ -94,6 +94,18 @@ pub enum AckAction {
         /// Why, kept as `last_error`.
         reason: String,
     },
+    /// The handler finished one step of the job and continues at `step`
+    /// at `run_at` (it returned [`JobError::Continue`](crate::JobError::Continue)).
+    /// Like `Defer`, the attempt is given back and the job stays its
+    /// group's head, so nothing behind it starts meanwhile; unlike `Defer`,
+    /// `last_error` is left as it was and the job's
+    /// [`step`](crate::Job::step) becomes `step`.
+    Continue {
+        /// When to run again.
+        run_at: Timestamp,
+        /// The step the next run starts at.
+        step: String,
+    },
     /// Failed for good: `dead`.
     Kill {
         /// The failure, kept as `last_error`.

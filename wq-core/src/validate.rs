@@ -27,6 +27,8 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_CONCURRENCY: usize = 10_000;
 /// Most jobs one listing returns.
 pub const MAX_LIST: usize = 10_000;
+/// Longest step name a handler may continue at, in bytes.
+pub const MAX_STEP: usize = 64;
 
 /// A queue name: 1 to 64 bytes of letters, digits, `_`, `-`, `.`, `:`.
 pub fn queue_name(name: &str) -> Result<(), ValidationError> {
@@ -64,6 +66,12 @@ pub fn name_like(field: &'static str, value: &str, max: usize) -> Result<(), Val
         return Err(ValidationError::new(field, "contains control characters"));
     }
     Ok(())
+}
+
+/// A step name (see [`JobError::Continue`](crate::JobError::Continue)):
+/// not blank, at most [`MAX_STEP`] bytes, no control characters.
+pub fn step(step: &str) -> Result<(), ValidationError> {
+    name_like("step", step, MAX_STEP)
 }
 
 /// A payload: not empty, not `null`, within the queue's limit.

@@ -367,6 +367,12 @@ impl State {
                 job.run_at = *run_at;
                 return AckOutcome::Applied(self.requeue(ack.id, now));
             }
+            AckAction::Continue { run_at, step } => {
+                job.step = Some(step.clone());
+                job.attempt = job.attempt.saturating_sub(1);
+                job.run_at = *run_at;
+                return AckOutcome::Applied(self.requeue(ack.id, now));
+            }
             AckAction::Release => {
                 job.attempt = job.attempt.saturating_sub(1);
                 return AckOutcome::Applied(self.requeue(ack.id, now));
@@ -662,6 +668,7 @@ impl State {
         }
         job.attempt = 0;
         job.cancel_requested = false;
+        job.step = None;
         job.run_at = now;
         q.set_state(job, JobState::Available, now);
         let runs_now = match &job.group {

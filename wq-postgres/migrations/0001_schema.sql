@@ -32,6 +32,8 @@ CREATE TABLE jobs (
     lease_worker     text,
     cancel_requested boolean NOT NULL DEFAULT false,
     last_error       text,
+    -- The step a handler continues at (AckAction::Continue).
+    step             text,
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL,
     finished_at      timestamptz,
@@ -114,6 +116,7 @@ CREATE TYPE job_result AS (
     lease_worker     text,
     cancel_requested boolean,
     last_error       text,
+    step             text,
     created_at       timestamptz,
     updated_at       timestamptz,
     finished_at      timestamptz,

@@ -14,7 +14,7 @@
 --
 -- Codes. States: 0 scheduled, 1 available, 2 running, 3 completed, 4 dead,
 -- 5 cancelled. Ack actions: 0 complete, 1 retry, 2 defer, 3 kill,
--- 4 release. Ack outcomes: 0 applied, 1 stale, 2 not found. Extend
+-- 4 release, 5 continue (its message is the step). Ack outcomes: 0 applied, 1 stale, 2 not found. Extend
 -- outcomes: 0 extended, 1 cancel requested, 2 lost. Cancel outcomes:
 -- 0 done, 1 invalid state, 2 not found.
 
@@ -457,9 +457,9 @@ BEGIN
     PERFORM wq_lock_groups_of(p_ids);
     -- Lock the jobs, in id order, and judge each acknowledgement against its
     -- job. Fates: 3 completed, 4 dead, 5 cancelled, -1 back in line (retry,
-    -- defer, release), -2 a repeat. A job keeps the token of the last
-    -- acknowledgement applied to it until it is claimed or rescued, so the
-    -- same acknowledgement sent again (its reply was lost) answers applied,
+    -- defer, release, continue), -2 a repeat. A job keeps the token of the
+    -- last acknowledgement applied to it until it is claimed or rescued, so
+    -- the same acknowledgement sent again (its reply was lost) answers applied,
     -- with the job's state now, and changes nothing.
     SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
            array_agg(v.outcome ORDER BY inp.ord),
@@ -516,12 +516,17 @@ BEGIN
                           ELSE j.last_error END
     WHERE j.id = ANY(v_finished);
 
-    -- Back in line: the attempt is spent (retry) or given back (defer, release).
+    -- Back in line: the attempt is spent (retry) or given back (defer, release,
+    -- continue, whose message is the step).
     IF cardinality(v_requeued) > 0 THEN
         UPDATE jobs j
         SET run_at = coalesce(p_run_ats[array_position(p_ids, j.id)], j.run_at),
-            last_error = coalesce(p_messages[array_position(p_ids, j.id)], j.last_error),
-            attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4)
+            last_error = CASE WHEN p_actions[array_position(p_ids, j.id)] = 5 THEN j.last_error
+                              ELSE coalesce(p_messages[array_position(p_ids, j.id)], j.last_error)
+                         END,
+            step = CASE WHEN p_actions[array_position(p_ids, j.id)] = 5
+                        THEN p_messages[array_position(p_ids, j.id)] ELSE j.step END,
+            attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4, 5)
                            THEN greatest(j.attempt - 1, 0) ELSE j.attempt END
         WHERE j.id = ANY(v_requeued);
     END IF;
@@ -793,7 +798,7 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
         UPDATE jobs
         SET attempt = 0, cancel_requested = false, run_at = p_now, finished_at = NULL,
-            lease_token = NULL,
+            lease_token = NULL, step = NULL,
             state = 1, updated_at = p_now
         WHERE id = j.id;
         IF j.group_key IS NULL THEN

@@ -39,7 +39,7 @@ pub fn state_from(code: i16) -> Result<JobState, sqlx::Error> {
 }
 
 /// An acknowledgement's action as the `ack` function's arguments: code,
-/// `run_at`, message.
+/// `run_at`, message (for a continue, the step).
 pub fn action_args(action: &AckAction) -> (i16, Option<DateTime<Utc>>, Option<String>) {
     match action {
         AckAction::Complete => (0, None, None),
@@ -47,6 +47,7 @@ pub fn action_args(action: &AckAction) -> (i16, Option<DateTime<Utc>>, Option<St
         AckAction::Defer { run_at, reason } => (2, Some(to_pg(*run_at)), Some(reason.clone())),
         AckAction::Kill { error } => (3, None, Some(error.clone())),
         AckAction::Release => (4, None, None),
+        AckAction::Continue { run_at, step } => (5, Some(to_pg(*run_at)), Some(step.clone())),
     }
 }
 
@@ -119,6 +120,7 @@ pub fn job(row: &PgRow) -> Result<Job, sqlx::Error> {
     job.lease = lease;
     job.cancel_requested = row.try_get("cancel_requested")?;
     job.last_error = row.try_get("last_error")?;
+    job.step = row.try_get("step")?;
     job.updated_at = from_pg(row.try_get("updated_at")?);
     job.finished_at = row
         .try_get::<Option<DateTime<Utc>>, _>("finished_at")?

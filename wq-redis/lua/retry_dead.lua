@@ -12,8 +12,9 @@ local function revive(id)
   local f = redis.call('HMGET', jk, 'st', 'g')
   redis.call('HSET', jk, 'at', 0, 'ra', now)
   -- A revived job starts a new life: the acknowledgement that killed it,
-  -- sent again, is stale from now on (as in memory and Postgres).
-  redis.call('HDEL', jk, 'cr', 'fa', 'ak')
+  -- sent again, is stale from now on (as in memory and Postgres), and it
+  -- starts again from its first step.
+  redis.call('HDEL', jk, 'cr', 'fa', 'ak', 'sp')
   set_state(jk, f[1], 'available', now)
   local g = f[2]
   local runs_now = true

@@ -104,6 +104,7 @@ struct Fields {
     worker: Option<Arc<str>>,
     cancel_requested: bool,
     last_error: Option<String>,
+    step: Option<String>,
     created_at: Option<Timestamp>,
     updated_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
@@ -130,6 +131,7 @@ impl Fields {
             "wk" => self.worker = Some(v.into()),
             "cr" => self.cancel_requested = v == "1",
             "er" => self.last_error = Some(v.to_owned()),
+            "sp" => self.step = Some(v.to_owned()),
             "ca" => self.created_at = Some(timestamp(v)?),
             "ua" => self.updated_at = Some(timestamp(v)?),
             "fa" => self.finished_at = Some(timestamp(v)?),
@@ -181,6 +183,7 @@ pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
     job.lease = lease;
     job.cancel_requested = f.cancel_requested;
     job.last_error = f.last_error;
+    job.step = f.step;
     job.updated_at = required(id, "ua", f.updated_at)?;
     job.finished_at = f.finished_at;
     Ok(job)

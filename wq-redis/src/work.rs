@@ -216,6 +216,7 @@ fn ack_args(call: &mut ScriptInvocation<'_>, acks: &[&Ack]) {
             AckAction::Defer { run_at, reason } => ("d", Some(*run_at), reason.as_str()),
             AckAction::Kill { error } => ("k", None, error.as_str()),
             AckAction::Release => ("l", None, ""),
+            AckAction::Continue { run_at, step } => ("s", Some(*run_at), step.as_str()),
         };
         call.arg(code)
             .arg(run_at.map_or(0, Timestamp::as_micros))

@@ -60,6 +60,14 @@ pub enum Act {
     Kill,
     /// Release it untouched.
     Release,
+    /// Continue it at step `s{step}` this many seconds from now, giving the
+    /// attempt back.
+    Continue {
+        /// Seconds.
+        secs: u8,
+        /// Which step name.
+        step: u8,
+    },
 }
 
 /// One step of a differential run, applied to both stores.
@@ -142,6 +150,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..3).prop_map(Act::Defer),
         1 => Just(Act::Kill),
         1 => Just(Act::Release),
+        1 => (0u8..3, 0u8..3).prop_map(|(secs, step)| Act::Continue { secs, step }),
     ];
     prop_oneof![
         5 => (0usize..3, option::weighted(0.8, 0u8..3), 0u8..3, any::<bool>(), -1i8..2,
@@ -506,6 +515,10 @@ impl<B: Backend> Pair<B> {
                         error: "kill".into(),
                     },
                     Act::Release => AckAction::Release,
+                    Act::Continue { secs, step } => AckAction::Continue {
+                        run_at: later(secs),
+                        step: format!("s{step}"),
+                    },
                 };
                 let last = LastAck {
                     held,

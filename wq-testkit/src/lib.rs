@@ -5,7 +5,7 @@
 //! - [`conformance`]: one test per guarantee (FIFO per group, one in flight,
 //!   parallelism across groups, idempotent enqueue, retries and backoff,
 //!   the dead-letter queue, delays and time chaining, priorities, cancel,
-//!   pause, lease expiry and rescue, fencing, retention, counts, positions,
+//!   pause, lease expiry and rescue, steps, fencing, retention, counts, positions,
 //!   shutdown, bad input), expanded into `#[tokio::test]`s by
 //!   [`conformance_tests!`];
 //! - [`properties`]: state-machine property tests with proptest, expanded by
@@ -111,6 +111,8 @@ macro_rules! conformance_tests {
             no_loss_under_failures,
             the_leader_audits_its_queues,
             message_id_is_stable_across_attempts,
+            steps_continue_without_spending_attempts,
+            steps_free_the_slot,
         );
     };
 }

@@ -13,7 +13,7 @@ use super::runner::Done;
 use super::stats::Stats;
 use super::{InFlight, Interrupt, QueueRuntime, Shared};
 use crate::Backend;
-use crate::handler::JobContext;
+use crate::handler::{JobContext, JobError};
 use crate::job::Job;
 use crate::retry::{AttemptEnd, decide};
 use crate::store::{Ack, AckAction};
@@ -83,6 +83,9 @@ async fn attempt<B: Backend>(shared: &Shared<B>, queue: &QueueRuntime, job: Job)
         (Some(AttemptEnd::Returned(Ok(()))), _) => AckAction::Complete,
         (Some(end), _) => {
             match &end {
+                AttemptEnd::Returned(Err(e @ JobError::Continue { .. })) => {
+                    tracing::debug!(outcome = %e, "step done")
+                }
                 AttemptEnd::Returned(Err(e)) => tracing::warn!(error = %e, "attempt failed"),
                 other => tracing::warn!(outcome = ?other, "attempt failed"),
             }

@@ -266,6 +266,7 @@ impl<B: Backend> Runner<B> {
                 (AckOutcome::Applied(JobState::Dead), _) => &s.dead,
                 (AckOutcome::Applied(_), AckAction::Retry { .. }) => &s.retried,
                 (AckOutcome::Applied(_), AckAction::Release) => &s.released,
+                (AckOutcome::Applied(_), AckAction::Continue { .. }) => &s.stepped,
                 (AckOutcome::Applied(_), _) => &s.deferred,
                 (AckOutcome::Stale | AckOutcome::NotFound, _) => {
                     tracing::warn!(job.id = %ack.id, "acknowledgement refused: the lease had lapsed");

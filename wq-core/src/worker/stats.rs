@@ -9,6 +9,7 @@ pub(crate) struct Stats {
     pub completed: AtomicU64,
     pub retried: AtomicU64,
     pub deferred: AtomicU64,
+    pub stepped: AtomicU64,
     pub dead: AtomicU64,
     pub cancelled: AtomicU64,
     pub released: AtomicU64,
@@ -30,6 +31,7 @@ impl Stats {
             completed: get(&self.completed),
             retried: get(&self.retried),
             deferred: get(&self.deferred),
+            stepped: get(&self.stepped),
             dead: get(&self.dead),
             cancelled: get(&self.cancelled),
             released: get(&self.released),
@@ -52,6 +54,10 @@ pub struct WorkerStats {
     pub retried: u64,
     /// Attempts deferred without spending an attempt (disconnected, rate limited).
     pub deferred: u64,
+    /// Attempts that ended a step and continue later at the next
+    /// ([`JobError::Continue`](crate::JobError::Continue)): no attempt
+    /// spent, the slot freed.
+    pub stepped: u64,
     /// Attempts that left their job dead.
     pub dead: u64,
     /// Attempts that ended in a requested cancellation.
@@ -78,6 +84,7 @@ impl WorkerStats {
         self.completed
             + self.retried
             + self.deferred
+            + self.stepped
             + self.dead
             + self.cancelled
             + self.released

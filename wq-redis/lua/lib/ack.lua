@@ -5,7 +5,8 @@ local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 
 
 -- Applies one acknowledgement if its token holds a live lease on a running
 -- job; returns the job's new state, 'stale' or 'notfound'.
--- action: c(omplete), r(etry), d(efer), k(ill), l (release).
+-- action: c(omplete), r(etry), d(efer), k(ill), l (release), s(tep):
+-- continue at the step `msg`.
 --
 -- The token of an applied acknowledgement stays in the job as `ak` until
 -- the next claim, or a retry of the dead job, clears it: the same
@@ -43,6 +44,11 @@ local function ack_one(id, token, action, run_at, msg, now, cfg)
   elseif action == 'd' then
     f[3] = run_at
     push(extra, 'er', msg)
+    push(extra, 'ra', run_at)
+    push(extra, 'at', given_back)
+  elseif action == 's' then
+    f[3] = run_at
+    push(extra, 'sp', msg)
     push(extra, 'ra', run_at)
     push(extra, 'at', given_back)
   else

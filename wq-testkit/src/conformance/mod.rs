@@ -8,6 +8,7 @@ mod ledger;
 mod operations;
 mod order;
 mod retry;
+mod steps;
 mod timing;
 mod worker;
 
@@ -17,5 +18,6 @@ pub use ledger::{Ledger, Step, counting_handler, recording_handler, start_worker
 pub use operations::*;
 pub use order::*;
 pub use retry::*;
+pub use steps::*;
 pub use timing::*;
 pub use worker::*;
