@@ -458,7 +458,8 @@ BEGIN
     -- Lock the jobs, in id order, and judge each acknowledgement against its
     -- job. Fates: 3 completed, 4 dead, 5 cancelled, -1 back in line (retry,
     -- defer, release, continue), -2 a repeat. A job keeps the token of the
-    -- last acknowledgement applied to it until it is claimed or rescued, so
+    -- last acknowledgement applied to it until it is claimed, rescued or
+    -- revived from the dead-letter queue, so
     -- the same acknowledgement sent again (its reply was lost) answers applied,
     -- with the job's state now, and changes nothing.
     SELECT array_agg(inp.ord::integer ORDER BY inp.ord),
