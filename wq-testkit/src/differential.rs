@@ -30,7 +30,6 @@ use std::time::Duration;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use wq_core::{
     Ack, AckAction, AckOutcome, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, Job,
     JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, Payload, QueueConfig, QueueName,
@@ -38,7 +37,7 @@ use wq_core::{
 };
 use wq_memory::MemoryStore;
 
-use crate::harness::{Failure, TestBackend, with_backend, within};
+use crate::harness::{Failure, TestBackend, run_cases, with_backend, within};
 
 /// A queue whose groups continue past a dead head, one whose groups wait
 /// for an operator, and one that drops finished jobs at once.
@@ -238,28 +237,12 @@ pub async fn replay_regressions<T: TestBackend>(t: &T) -> Result<(), Failure> {
 /// fresh backend from `t` and a fresh memory store; `Err` holds the shrunk
 /// sequence and where the two disagreed.
 pub fn run<T: TestBackend>(t: &T, cases: u32) -> Result<(), String> {
-    let cases = std::env::var("WQ_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("no runtime: {e}"))?;
-    let config = Config {
+    run_cases(
+        ops(),
         cases,
-        max_shrink_iters: 2_000,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(&ops(), |ops| {
-            rt.block_on(replay(t, &ops))
-                .map_err(|f| TestCaseError::fail(f.0))
-        })
-        .map_err(|e| e.to_string())
+        2_000,
+        |ops| async move { replay(t, &ops).await },
+    )
 }
 
 /// Runs the differential tests and panics with the shrunk failure.

@@ -288,3 +288,42 @@ pub async fn must_get<B: Store>(backend: &B, id: JobId) -> Result<Job, Failure> 
 pub const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// Runs `cases` random sequences from `ops` (overridden by the
+/// `WQ_PROPTEST_CASES` environment variable), each through `case` on a
+/// two-thread runtime, shrinking a failure at most `max_shrink_iters`
+/// times; `Err` holds the shrunk sequence and what broke.
+pub(crate) fn run_cases<S, F, Fut>(
+    ops: S,
+    cases: u32,
+    max_shrink_iters: u32,
+    case: F,
+) -> Result<(), String>
+where
+    S: proptest::strategy::Strategy,
+    F: Fn(S::Value) -> Fut,
+    Fut: Future<Output = TestResult>,
+{
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let cases = std::env::var("WQ_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("no runtime: {e}"))?;
+    let config = Config {
+        cases,
+        max_shrink_iters,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&ops, |value| {
+            rt.block_on(case(value))
+                .map_err(|f| TestCaseError::fail(f.0))
+        })
+        .map_err(|e| e.to_string())
+}

@@ -21,13 +21,12 @@ use std::time::Duration;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use wq_core::{
     Ack, AckAction, AckOutcome, Backend, Client, Clock, Counts, Enqueue, Error, ExtendOutcome, Job,
     JobId, JobState, LeaseRef, ListQuery, ManualClock, QueueConfig, StoreError, Timestamp,
 };
 
-use crate::harness::{Failure, TestBackend, claim, with_backend};
+use crate::harness::{Failure, TestBackend, claim, run_cases, with_backend};
 
 const QUEUE: &str = "prop";
 const LEASE: Duration = Duration::from_secs(5);
@@ -124,30 +123,9 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
 /// Runs `cases` random cases against fresh backends from `t`; `Err` holds
 /// the shrunk failing sequence and what broke.
 pub fn run<T: TestBackend>(t: &T, cases: u32) -> Result<(), String> {
-    let cases = std::env::var("WQ_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("no runtime: {e}"))?;
-    let config = Config {
-        cases,
-        max_shrink_iters: 4_000,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(&ops(), |ops| {
-            rt.block_on(with_backend(t, |b| async move {
-                Machine::new(b).await?.run(&ops).await
-            }))
-            .map_err(|f| TestCaseError::fail(f.0))
-        })
-        .map_err(|e| e.to_string())
+    run_cases(ops(), cases, 4_000, |ops| {
+        with_backend(t, |b| async move { Machine::new(b).await?.run(&ops).await })
+    })
 }
 
 /// Runs the property tests and panics with the shrunk failure.
