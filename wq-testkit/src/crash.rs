@@ -574,27 +574,10 @@ pub fn check(
     }
 
     // One run in flight per group, unless the other one's process was dead.
-    let killed_at: HashMap<&str, u64> = kills.iter().map(|k| (k.worker.as_str(), k.at)).collect();
-    let mut open: HashMap<u32, &Event> = HashMap::new();
+    let killed_at = kill_times(kills);
+    let mut open = InFlight::default();
     for e in ledger {
-        if e.done {
-            if open
-                .get(&e.group)
-                .is_some_and(|o| o.job == e.job && o.attempt == e.attempt)
-            {
-                open.remove(&e.group);
-            }
-            continue;
-        }
-        if let Some(o) = open.get(&e.group)
-            && killed_at.get(o.worker.as_str()).is_none_or(|&k| k > e.at)
-        {
-            return Err(format!(
-                "group {} ran two jobs at once: {o:?} and {e:?}",
-                e.group
-            ));
-        }
-        open.insert(e.group, e);
+        open.see(e, &killed_at)?;
     }
 
     // Re-runs only of runs a kill or a cut cut short.
@@ -679,7 +662,7 @@ pub struct KillVerdict {
 /// run's process was dead; a run that never ended was cut by a kill of its
 /// process and ran again in a later attempt; and some kill cut a run.
 pub fn check_kills(ledger: &[Event], kills: &[Kill], jobs: usize) -> Result<KillVerdict, String> {
-    let killed_at: HashMap<&str, u64> = kills.iter().map(|k| (k.worker.as_str(), k.at)).collect();
+    let killed_at = kill_times(kills);
     let done: HashSet<(&str, u32)> = ledger
         .iter()
         .filter(|e| e.done)
@@ -687,26 +670,12 @@ pub fn check_kills(ledger: &[Event], kills: &[Kill], jobs: usize) -> Result<Kill
         .collect();
     let mut starts: HashMap<&str, Vec<&Event>> = HashMap::new();
     let mut next: HashMap<u32, u32> = HashMap::new();
-    let mut open: HashMap<u32, &Event> = HashMap::new();
+    let mut open = InFlight::default();
     for e in ledger {
+        open.see(e, &killed_at)?;
         if e.done {
-            if open
-                .get(&e.group)
-                .is_some_and(|o| o.job == e.job && o.attempt == e.attempt)
-            {
-                open.remove(&e.group);
-            }
             continue;
         }
-        if let Some(o) = open.get(&e.group)
-            && killed_at.get(o.worker.as_str()).is_none_or(|&k| k > e.at)
-        {
-            return Err(format!(
-                "group {} ran two jobs at once: {o:?} and {e:?}",
-                e.group
-            ));
-        }
-        open.insert(e.group, e);
         let runs = starts.entry(e.job.as_str()).or_default();
         if runs.is_empty() {
             let expected = next.entry(e.group).or_insert(0);
@@ -880,4 +849,42 @@ pub async fn run<B: Backend>(
         cuts,
         verdict,
     })
+}
+
+/// When each worker process was killed, by its ledger name.
+fn kill_times(kills: &[Kill]) -> HashMap<&str, u64> {
+    kills.iter().map(|k| (k.worker.as_str(), k.at)).collect()
+}
+
+/// The run each group has in flight, as a ledger is read in order.
+#[derive(Default)]
+struct InFlight<'a> {
+    open: HashMap<u32, &'a Event>,
+}
+
+impl<'a> InFlight<'a> {
+    /// Takes one ledger line: a start while the group has a run in flight
+    /// whose process was still alive is two runs of one group at once.
+    fn see(&mut self, e: &'a Event, killed_at: &HashMap<&str, u64>) -> Result<(), String> {
+        if e.done {
+            if self
+                .open
+                .get(&e.group)
+                .is_some_and(|o| o.job == e.job && o.attempt == e.attempt)
+            {
+                self.open.remove(&e.group);
+            }
+            return Ok(());
+        }
+        if let Some(o) = self.open.get(&e.group)
+            && killed_at.get(o.worker.as_str()).is_none_or(|&k| k > e.at)
+        {
+            return Err(format!(
+                "group {} ran two jobs at once: {o:?} and {e:?}",
+                e.group
+            ));
+        }
+        self.open.insert(e.group, e);
+        Ok(())
+    }
 }
