@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -12,45 +11,31 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use wq_core::{Client, Enqueue, QueueConfig};
 use wq_postgres::PgStore;
-
-/// A local port with nothing listening on it.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
+use wq_testkit::late_server;
 
 /// The test server's URL with its host and port replaced by `127.0.0.1:port`.
 fn url_via(port: u16) -> String {
     let url = support::url();
-    let options = PgConnectOptions::from_str(&url).expect("the test URL parses");
-    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let server = upstream();
     assert!(url.contains(&server), "{url} does not name {server}");
     url.replace(&server, &format!("127.0.0.1:{port}"))
 }
 
-/// Starts, on `port`, a proxy to the test server: the server "comes up"
-/// there. Its threads live until the test process ends.
-fn start_proxy(port: u16) {
+/// The test server's address, as `host:port`.
+fn upstream() -> String {
     let options = PgConnectOptions::from_str(&support::url()).expect("the test URL parses");
-    let upstream = format!("{}:{}", options.get_host(), options.get_port());
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                });
-            };
-            if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-                pipe(c, server);
-                pipe(s, client);
-            }
-        }
-    });
+    format!("{}:{}", options.get_host(), options.get_port())
+}
+
+/// Starts, on `port`, a proxy to the test server: the server "comes up"
+/// there.
+fn start_proxy(port: u16) {
+    late_server::start_proxy(port, upstream()).expect("the port is still free");
+}
+
+/// A local port with nothing listening on it.
+fn closed_port() -> u16 {
+    late_server::closed_port().expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

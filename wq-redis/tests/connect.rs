@@ -5,18 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wq_core::{Client, Enqueue, QueueConfig};
 use wq_redis::RedisStore;
-
-/// A local port with nothing listening on it.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
+use wq_testkit::late_server;
 
 /// The test server's address, as `host:port`.
 fn upstream() -> String {
@@ -32,27 +26,14 @@ fn url_via(port: u16) -> String {
 }
 
 /// Starts, on `port`, a proxy to the test server: the server "comes up"
-/// there. Its threads live until the test process ends.
+/// there.
 fn start_proxy(port: u16) {
-    let upstream = upstream();
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                });
-            };
-            if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-                pipe(c, server);
-                pipe(s, client);
-            }
-        }
-    });
+    late_server::start_proxy(port, upstream()).expect("the port is still free");
+}
+
+/// A local port with nothing listening on it.
+fn closed_port() -> u16 {
+    late_server::closed_port().expect("a free port")
 }
 
 /// Log lines written by the code under test.

@@ -18,7 +18,9 @@
 //!   expanded by [`differential_tests!`];
 //! - [`crash`](mod@crash): worker processes SIGKILLed while the server is
 //!   cut off, for a backend's restart tests, checked against the workers'
-//!   ledger files and the store.
+//!   ledger files and the store;
+//! - [`late_server`]: a port with nothing on it and a proxy that opens
+//!   there later, for the tests of a backend's `connect`.
 //!
 //! A backend crate implements [`TestBackend`] (a fresh, isolated backend per
 //! test) and invokes both macros from an integration test:
@@ -50,6 +52,7 @@ pub mod conformance;
 pub mod crash;
 pub mod differential;
 mod harness;
+pub mod late_server;
 pub mod properties;
 pub mod wakeups;
 
