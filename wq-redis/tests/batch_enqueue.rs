@@ -29,11 +29,7 @@ struct Fixture {
 impl Fixture {
     async fn new(what: &str) -> Result<Self, String> {
         let store = common::store(what).await?;
-        let raw = redis::Client::open(common::url())
-            .map_err(|e| e.to_string())?
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
+        let raw = common::raw().await?;
         let client = Client::new(store.clone());
         for q in QUEUES {
             client

@@ -17,23 +17,6 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
-/// The ids of the server's clients connected after `after`.
-async fn clients_since(
-    admin: &mut redis::aio::MultiplexedConnection,
-    after: i64,
-) -> Result<Vec<i64>, String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(admin)
-        .await
-        .map_err(err)?;
-    Ok(list
-        .lines()
-        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
-        .filter(|&id| id > after)
-        .collect())
-}
-
 /// Two workers whose connections the server drops every few milliseconds
 /// while jobs keep coming for two seconds and more: replies get lost
 /// mid-turn, and still every job runs once, with its first attempt, and no
@@ -49,11 +32,7 @@ async fn dropped_connections_cost_no_attempt() -> Result<(), String> {
     let url = common::url();
     // The feeder connects before the admin: its connections are spared.
     let feeder = RedisStore::connect(&url, &prefix).await.map_err(err)?;
-    let mut admin = redis::Client::open(url.as_str())
-        .map_err(err)?
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(err)?;
+    let mut admin = common::raw().await?;
     let admin_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut admin)
@@ -78,7 +57,7 @@ async fn drop_all(
     admin_id: i64,
 ) -> Result<i64, String> {
     let mut dropped = 0;
-    for id in clients_since(admin, admin_id).await? {
+    for id in common::clients_since(admin, admin_id).await? {
         dropped += redis::cmd("CLIENT")
             .arg("KILL")
             .arg("ID")

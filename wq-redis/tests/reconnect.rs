@@ -12,33 +12,12 @@ use wq_testkit::conformance::{Ledger, Step, recording_handler};
 
 const QUEUE: &str = "reconnect";
 
-/// The ids of the server's clients connected after `after`.
-async fn clients_since(
-    admin: &mut redis::aio::MultiplexedConnection,
-    after: i64,
-) -> Result<Vec<i64>, String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .lines()
-        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
-        .filter(|&id| id > after)
-        .collect())
-}
-
 /// Two workers whose connections (commands and pub/sub) the server drops
 /// twice mid-run reconnect and finish every job, in order per group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_reconnect() -> Result<(), String> {
     common::ensure_server().await?;
-    let mut admin = redis::Client::open(common::url())
-        .map_err(|e| e.to_string())?
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut admin = common::raw().await?;
     let admin_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut admin)
@@ -87,7 +66,7 @@ async fn reconnect_run(
     let mut dropped = 0;
     for (i, at) in [500u64, 2_500].into_iter().enumerate() {
         common::wait_for_completed(&client, QUEUE, at, Duration::from_secs(60)).await?;
-        for id in clients_since(admin, admin_id).await? {
+        for id in common::clients_since(admin, admin_id).await? {
             let n: i64 = redis::cmd("CLIENT")
                 .arg("KILL")
                 .arg("ID")

@@ -102,3 +102,30 @@ pub async fn wait_for_completed(
         "timed out waiting for {total} completed jobs; last saw {last}"
     ))
 }
+
+/// A plain connection to the server under test, beside the store's: to
+/// corrupt keys or drop other clients with.
+pub async fn raw() -> Result<redis::aio::MultiplexedConnection, String> {
+    redis::Client::open(url())
+        .map_err(|e| e.to_string())?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The ids of the server's clients connected after `after`.
+pub async fn clients_since(
+    admin: &mut redis::aio::MultiplexedConnection,
+    after: i64,
+) -> Result<Vec<i64>, String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .filter(|&id| id > after)
+        .collect())
+}
