@@ -3,29 +3,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wq_redis::RedisStore;
-
-/// Log lines written by the code under test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut b) = self.0.lock() {
-            b.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A throwaway server, killed when dropped.
 struct Server(Child);
@@ -38,7 +19,7 @@ impl Drop for Server {
 }
 
 async fn connect_and_log(url: &str) -> Result<String, String> {
-    let captured = Captured::default();
+    let captured = common::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -50,8 +31,7 @@ async fn connect_and_log(url: &str) -> Result<String, String> {
         match RedisStore::connect(url, "wq-startup").await {
             Ok(store) => {
                 store.close();
-                let bytes = captured.0.lock().map(|b| b.clone()).unwrap_or_default();
-                return Ok(String::from_utf8_lossy(&bytes).into_owned());
+                return Ok(captured.text());
             }
             Err(e) => last = e.to_string(),
         }
