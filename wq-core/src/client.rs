@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::error::{Error, ValidationError};
 use crate::job::{Job, JobId, NewJob, Payload, RunAt};
-use crate::name::{GroupKey, QueueName};
+use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::queue::{QueueConfig, QueueInfo};
+use crate::session::{SessionInfo, SessionLimits, Sessions};
 use crate::store::{Counts, DeadJobs, Enqueued, ListQuery, Position, Store};
 use crate::time::{SharedClock, SystemClock, Timestamp};
 use crate::validate;
@@ -39,6 +40,7 @@ pub struct Enqueue {
     queue: QueueName,
     payload: Result<Payload, ValidationError>,
     group: Option<GroupKey>,
+    session: Option<SessionKey>,
     tenant: Option<Arc<str>>,
     priority: Option<i16>,
     when: When,
@@ -81,6 +83,7 @@ impl Enqueue {
             queue,
             payload,
             group: None,
+            session: None,
             tenant: None,
             priority: None,
             when: When::Now,
@@ -93,6 +96,13 @@ impl Enqueue {
     /// Orders the job after earlier jobs of `group`, one in flight at a time.
     pub fn group(mut self, group: impl Into<GroupKey>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Runs the job under `session`'s limits and pause (see
+    /// [`SessionLimits`](crate::SessionLimits)); e.g. the number that sends it.
+    pub fn session(mut self, session: impl Into<SessionKey>) -> Self {
+        self.session = Some(session.into());
         self
     }
 
@@ -159,6 +169,9 @@ impl Enqueue {
         if let Some(g) = &self.group {
             validate::name_like("group", g.as_str(), validate::MAX_GROUP_KEY)?;
         }
+        if let Some(s) = &self.session {
+            validate::name_like("session", s.as_str(), validate::MAX_SESSION_KEY)?;
+        }
         if let Some(t) = &self.tenant {
             validate::name_like("tenant", t, validate::MAX_TENANT)?;
         }
@@ -201,6 +214,7 @@ impl Enqueue {
             queue: self.queue,
             tenant: self.tenant,
             group: self.group,
+            session: self.session,
             priority: self.priority.unwrap_or(config.default_priority),
             run_at,
             max_attempts,
@@ -450,5 +464,99 @@ impl<S: Store> Client<S> {
                 return Ok(total);
             }
         }
+    }
+}
+
+/// Sessions: limits, pause and counts per session of a queue.
+impl<S: Store + Sessions> Client<S> {
+    /// Sets the limits of `session` in `queue`; every worker process
+    /// applies them from its next claim.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wq_core::{Client, Enqueue, QueueConfig, Rate, SessionLimits};
+    /// use wq_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), wq_core::Error> {
+    /// let client = Client::new(MemoryStore::new());
+    /// client.declare_queue(QueueConfig::new("message")).await?;
+    /// let limits = SessionLimits::new()
+    ///     .max_running(1)
+    ///     .rate(Rate::new(20, Duration::from_secs(1)));
+    /// client.set_session_limits("message", "5511999990000", limits).await?;
+    /// client
+    ///     .enqueue(Enqueue::new("message", "hi").group("ana").session("5511999990000"))
+    ///     .await?;
+    /// let info = client.session("message", "5511999990000").await?.unwrap();
+    /// assert_eq!((info.limits, info.waiting), (limits, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_session_limits(
+        &self,
+        queue: &str,
+        session: &str,
+        limits: SessionLimits,
+    ) -> Result<(), Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        limits.validate()?;
+        Ok(self
+            .inner
+            .store
+            .set_session_limits(&queue, &session, &limits)
+            .await?)
+    }
+
+    /// Stops workers from starting `session`'s jobs; its groups keep their
+    /// order and no attempt is spent.
+    pub async fn pause_session(&self, queue: &str, session: &str) -> Result<(), Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        Ok(self
+            .inner
+            .store
+            .set_session_paused(&queue, &session, true)
+            .await?)
+    }
+
+    /// Lets workers start `session`'s jobs again, waking them at once.
+    pub async fn resume_session(&self, queue: &str, session: &str) -> Result<(), Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        Ok(self
+            .inner
+            .store
+            .set_session_paused(&queue, &session, false)
+            .await?)
+    }
+
+    /// One session's limits, pause and counts.
+    pub async fn session(&self, queue: &str, session: &str) -> Result<Option<SessionInfo>, Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        Ok(self.inner.store.session_info(&queue, &session).await?)
+    }
+
+    /// Up to `limit` sessions of `queue` after `after`, by key.
+    pub async fn sessions(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, Error> {
+        validate::list_limit(limit)?;
+        let name = QueueName::from(queue);
+        self.config(&name).await?;
+        let after = after.map(SessionKey::from);
+        Ok(self
+            .inner
+            .store
+            .list_sessions(&name, after.as_ref(), limit)
+            .await?)
+    }
+
+    async fn session_key(&self, queue: &str, session: &str) -> Result<(QueueName, SessionKey), Error> {
+        validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
+        let name = QueueName::from(queue);
+        self.config(&name).await?;
+        Ok((name, SessionKey::from(session)))
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::name::{GroupKey, QueueName};
+use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::time::Timestamp;
 
 /// A job's id: a UUID v7, so ids sort roughly by creation time.
@@ -248,6 +248,9 @@ pub struct Job {
     pub tenant: Option<Arc<str>>,
     /// The ordering key; `None` means no ordering duty.
     pub group: Option<GroupKey>,
+    /// The session whose limits and pause apply; `None` means none.
+    #[serde(default)]
+    pub session: Option<SessionKey>,
     /// Enqueue order: increases with every enqueue into the same group
     /// (backends may share one counter across groups and queues).
     pub seq: u64,
@@ -311,6 +314,7 @@ impl Job {
             queue,
             tenant: None,
             group: None,
+            session: None,
             seq: 0,
             priority: 0,
             run_at: created_at,
@@ -342,6 +346,7 @@ impl Job {
         Self {
             tenant: new.tenant,
             group: new.group,
+            session: new.session,
             seq,
             priority: new.priority,
             run_at,
@@ -381,6 +386,8 @@ pub struct NewJob {
     pub tenant: Option<Arc<str>>,
     /// Optional ordering key.
     pub group: Option<GroupKey>,
+    /// Optional session.
+    pub session: Option<SessionKey>,
     /// Priority (lower first).
     pub priority: i16,
     /// When to run.

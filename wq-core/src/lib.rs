@@ -70,6 +70,7 @@ mod queue;
 mod repeat;
 pub mod retry;
 mod scheduler;
+mod session;
 mod store;
 mod time;
 pub mod validate;
@@ -81,10 +82,11 @@ pub use error::{BoxError, Error, StoreError, ValidationError};
 pub use handler::{Handler, JobContext, JobError};
 pub use job::{Job, JobId, JobState, Lease, NewJob, Payload, RunAt, UnknownState};
 pub use lock::{Lock, LockLease};
-pub use name::{GroupKey, QueueName};
+pub use name::{GroupKey, QueueName, SessionKey};
 pub use queue::{OnDead, QueueConfig, QueueInfo, Retention};
 pub use repeat::Repeat;
 pub use retry::RetryPolicy;
+pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
 pub use scheduler::{Scheduler, WakeSender, WakeSignal, Wakeups, chained_run_at};
 pub use store::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
@@ -93,8 +95,8 @@ pub use store::{
 pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
 pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
 
-/// Everything a worker needs from a backend: jobs, locks, time and the
-/// audit of its own invariants.
-pub trait Backend: Store + Lock + Scheduler + Audit + Clone {}
+/// Everything a worker needs from a backend: jobs, sessions, locks, time
+/// and the audit of its own invariants.
+pub trait Backend: Store + Sessions + Lock + Scheduler + Audit + Clone {}
 
-impl<T: Store + Lock + Scheduler + Audit + Clone> Backend for T {}
+impl<T: Store + Sessions + Lock + Scheduler + Audit + Clone> Backend for T {}

@@ -1,4 +1,4 @@
-//! Cheap-to-clone names: queues and group keys.
+//! Cheap-to-clone names: queues, group keys and session keys.
 //!
 //! These types carry no validation of their own; every public entry point
 //! checks names with [`crate::validate`] so that a bad one is reported with
@@ -83,4 +83,11 @@ name_type!(
     /// one at a time (e.g. `account:customer` orders each customer's jobs,
     /// `account` all of an account's).
     GroupKey
+);
+
+name_type!(
+    /// The key of a session: jobs that share one run under the session's
+    /// limits and pause (see [`crate::SessionLimits`]); e.g. the sending
+    /// number whose messages must not go out in bursts.
+    SessionKey
 );

@@ -76,6 +76,13 @@ pub struct QueueConfig {
     pub retention: Retention,
     /// Largest payload accepted, in bytes (default 256 KiB).
     pub max_payload_bytes: usize,
+    /// Least time between one job of a group finishing and the next job of
+    /// the group starting (default zero). The backend pushes the next
+    /// head's `run_at` forward when the group moves on, so the gap holds
+    /// however the jobs were enqueued, and when a backlog drains after a
+    /// pause. A retried or continued job keeps its own times.
+    #[serde(with = "crate::time::serde_millis", default)]
+    pub group_gap: Duration,
 }
 
 impl QueueConfig {
@@ -94,6 +101,7 @@ impl QueueConfig {
             timeout: Duration::from_secs(300),
             retention: Retention::default(),
             max_payload_bytes: 256 * 1024,
+            group_gap: Duration::ZERO,
         }
     }
 
@@ -148,6 +156,13 @@ impl QueueConfig {
     /// Sets the largest payload accepted.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.max_payload_bytes = n;
+        self
+    }
+
+    /// Sets the least time between a group's job finishing and its next
+    /// job starting.
+    pub fn group_gap(mut self, gap: Duration) -> Self {
+        self.group_gap = gap;
         self
     }
 

@@ -11,6 +11,8 @@ use crate::queue::QueueConfig;
 pub const MAX_QUEUE_NAME: usize = 64;
 /// Longest group key, in bytes.
 pub const MAX_GROUP_KEY: usize = 256;
+/// Longest session key, in bytes.
+pub const MAX_SESSION_KEY: usize = 256;
 /// Longest tenant, in bytes.
 pub const MAX_TENANT: usize = 128;
 /// Longest idempotency key, in bytes.
@@ -140,6 +142,7 @@ pub fn queue_config(c: &QueueConfig) -> Result<(), ValidationError> {
             format!("{:?} is outside (0, 24 h]", c.timeout),
         ));
     }
+    delay("group_gap", c.group_gap)?;
     if c.max_payload_bytes == 0 || c.max_payload_bytes > MAX_PAYLOAD_LIMIT {
         return Err(ValidationError::new(
             "max_payload_bytes",
