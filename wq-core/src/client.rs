@@ -553,7 +553,11 @@ impl<S: Store + Sessions> Client<S> {
             .await?)
     }
 
-    async fn session_key(&self, queue: &str, session: &str) -> Result<(QueueName, SessionKey), Error> {
+    async fn session_key(
+        &self,
+        queue: &str,
+        session: &str,
+    ) -> Result<(QueueName, SessionKey), Error> {
         validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
         let name = QueueName::from(queue);
         self.config(&name).await?;

@@ -86,8 +86,8 @@ pub use name::{GroupKey, QueueName, SessionKey};
 pub use queue::{OnDead, QueueConfig, QueueInfo, Retention};
 pub use repeat::Repeat;
 pub use retry::RetryPolicy;
-pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
 pub use scheduler::{Scheduler, WakeSender, WakeSignal, Wakeups, chained_run_at};
+pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
 pub use store::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
     ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, Store,

@@ -17,8 +17,8 @@ fn job(i: u64, groups: u64, now: Timestamp) -> NewJob {
     NewJob {
         id: JobId::new(),
         queue: QueueName::from("bench"),
-        tenant: None,
         group: Some(GroupKey::new(format!("inst-1:{}", i % groups))),
+        session: None,
         priority: 0,
         run_at: RunAt::At(now),
         max_attempts: 3,

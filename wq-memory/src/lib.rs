@@ -34,8 +34,8 @@ use parking_lot::Mutex;
 use wq_core::{
     Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
     ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig,
-    QueueInfo, QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal,
-    Wakeups,
+    QueueInfo, QueueName, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits,
+    Sessions, Store, StoreError, Timestamp, WakeSignal, Wakeups,
 };
 
 use state::State;
@@ -63,6 +63,7 @@ impl MemoryStore {
         let (out, wakes) = {
             let mut state = self.shared.state.lock();
             let out = f(&mut state);
+            state.settle_sessions();
             (out, state.take_wakes())
         };
         for w in wakes {
@@ -183,6 +184,44 @@ impl Store for MemoryStore {
 
     async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
         Ok(self.with(|s| s.prune(now, limit)))
+    }
+}
+
+impl Sessions for MemoryStore {
+    async fn set_session_limits(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        limits.validate()?;
+        self.with(|s| s.set_session_limits(queue, session, limits))
+    }
+
+    async fn set_session_paused(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.set_session_paused(queue, session, paused))
+    }
+
+    async fn session_info(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        self.read(|s| s.session_info(queue, session))
+    }
+
+    async fn list_sessions(
+        &self,
+        queue: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        self.read(|s| s.list_sessions(queue, after, limit))
     }
 }
 

@@ -5,9 +5,11 @@
 //! `run_at`, sequence); `scheduled` orders the rest by `run_at`. A claim pops
 //! from `ready` and a group's next job enters an index only when its head is
 //! terminal, so one job in flight per group holds by construction and no
-//! operation on the hot path scans the backlog.
+//! operation on the hot path scans the backlog. A due head with a session
+//! sits in its session's own index instead (see `session.rs`).
 
 mod audit;
+mod session;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,9 +17,11 @@ use std::sync::Arc;
 use wq_core::{
     Ack, AckAction, AckOutcome, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey,
     Job, JobId, JobState, Lease, LeaseRef, ListQuery, LockLease, NewJob, OnDead, Position,
-    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, StoreError, Timestamp, WakeSender,
-    chained_run_at,
+    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, SessionKey, StoreError, Timestamp,
+    WakeSender, chained_run_at,
 };
+
+use session::Session;
 
 /// Why a lapsed lease put a job back.
 const LEASE_LAPSED: &str = "lease expired: the worker stopped heartbeating (crashed or stalled)";
@@ -38,6 +42,9 @@ struct Group {
     last_run_at: Timestamp,
     /// The head is dead and the queue holds the group until an operator acts.
     held: bool,
+    /// No new head starts before this (the queue's `group_gap` after the
+    /// group last moved on).
+    gap_until: Timestamp,
 }
 
 #[derive(Debug)]
@@ -54,6 +61,13 @@ struct QueueState {
     dead: BTreeSet<(Timestamp, JobId)>,
     counts: Counts,
     wake: WakeSender,
+    sessions: Map<SessionKey, Session>,
+    /// Sessions that may start a job now, by their best due head.
+    sessions_ready: BTreeMap<ReadyKey, SessionKey>,
+    /// Sessions with due heads that their rate holds back, by when it lets go.
+    session_timers: BTreeSet<(Timestamp, SessionKey)>,
+    /// Sessions changed since they were last indexed.
+    dirty: Vec<SessionKey>,
 }
 
 impl QueueState {
@@ -69,6 +83,10 @@ impl QueueState {
             dead: BTreeSet::new(),
             counts: Counts::default(),
             wake,
+            sessions: Map::default(),
+            sessions_ready: BTreeMap::new(),
+            session_timers: BTreeSet::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -82,15 +100,74 @@ impl QueueState {
     fn set_state(&mut self, job: &mut Job, state: JobState, now: Timestamp) {
         *self.counts.get_mut(job.state) -= 1;
         *self.counts.get_mut(state) += 1;
+        if let Some(key) = &job.session {
+            let s = self.session_mut(key);
+            s.count(job.state, -1);
+            s.count(state, 1);
+            if job.state == JobState::Running || state == JobState::Running {
+                self.dirty.push(key.clone());
+            }
+        }
         job.state = state;
         job.updated_at = now;
     }
 
-    /// Removes a job from `ready` or `scheduled`, wherever it is.
+    /// Indexes a due head: in its session's line, or the queue's.
+    fn index_ready(&mut self, job: &Job) {
+        match &job.session {
+            Some(key) => {
+                self.session_mut(key).ready.insert(ready_key(job), job.id);
+                self.dirty.push(key.clone());
+            }
+            None => {
+                self.ready.insert(ready_key(job), job.id);
+            }
+        }
+    }
+
+    /// Removes a job from the ready or scheduled index, wherever it is.
     fn unindex(&mut self, job: &Job) {
-        if self.ready.remove(&ready_key(job)).is_none() {
+        let key = ready_key(job);
+        let was_ready = match &job.session {
+            Some(s) => {
+                let removed = self
+                    .sessions
+                    .get_mut(s)
+                    .and_then(|sess| sess.ready.remove(&key))
+                    .is_some();
+                if removed {
+                    self.dirty.push(s.clone());
+                }
+                removed
+            }
+            None => self.ready.remove(&key).is_some(),
+        };
+        if !was_ready {
             self.scheduled.remove(&scheduled_key(job));
         }
+    }
+
+    /// Takes the next due head a claim may hand out: the lowest key among
+    /// the session-less heads and the best heads of sessions that may
+    /// start a job.
+    fn pop_next(&mut self) -> Option<JobId> {
+        let plain = self.ready.first_key_value().map(|(k, _)| *k);
+        let session = self.sessions_ready.first_key_value().map(|(k, _)| *k);
+        match (plain, session) {
+            (Some(p), Some(s)) if s < p => self.pop_session_head(),
+            (Some(_), _) => self.ready.pop_first().map(|(_, id)| id),
+            (None, Some(_)) => self.pop_session_head(),
+            (None, None) => None,
+        }
+    }
+
+    /// Takes the best head of the best ready session; the caller reindexes
+    /// the session once the job runs.
+    fn pop_session_head(&mut self) -> Option<JobId> {
+        let (_, key) = self.sessions_ready.pop_first()?;
+        let s = self.sessions.get_mut(&key)?;
+        s.mark_unindexed();
+        s.ready.pop_first().map(|(_, id)| id)
     }
 
     /// Moves scheduled jobs whose time has come into `ready`.
@@ -103,10 +180,12 @@ impl QueueState {
             let id = entry.remove();
             if let Some(job) = jobs.get_mut(&id) {
                 self.set_state(job, JobState::Available, now);
-                self.ready.insert(ready_key(job), id);
+                self.index_ready(job);
                 moved += 1;
             }
         }
+        self.settle_sessions();
+        self.promote_sessions(now);
         moved
     }
 }
@@ -247,15 +326,21 @@ impl State {
         let (run_at, is_head) = match &new.group {
             Some(g) => {
                 let group = q.groups.entry(g.clone()).or_default();
+                let is_head = group.pending.is_empty() && !group.held;
                 let run_at = match new.run_at {
                     RunAt::At(t) => t,
                     RunAt::Chained { offset } => {
                         chained_run_at(Some(group.last_run_at), now, offset)
                     }
                 };
+                let run_at = if is_head {
+                    run_at.max(group.gap_until)
+                } else {
+                    run_at
+                };
                 group.last_run_at = group.last_run_at.max(run_at);
                 group.pending.push_back(new.id);
-                (run_at, group.pending.len() == 1 && !group.held)
+                (run_at, is_head)
             }
             None => match new.run_at {
                 RunAt::At(t) => (t, true),
@@ -269,10 +354,15 @@ impl State {
         };
         let job = Job::enqueued(new, seq, run_at, state, now);
         *q.counts.get_mut(state) += 1;
+        if let Some(key) = &job.session {
+            q.session_mut(key).count(state, 1);
+        }
         if is_head {
             match state {
-                JobState::Available => q.ready.insert(ready_key(&job), job.id),
-                _ => q.scheduled.insert(scheduled_key(&job), job.id),
+                JobState::Available => q.index_ready(&job),
+                _ => {
+                    q.scheduled.insert(scheduled_key(&job), job.id);
+                }
             };
         }
         if let Some(key) = &job.idempotency_key {
@@ -294,9 +384,9 @@ impl State {
             return Ok(Vec::new());
         }
         q.promote(&mut self.jobs, req.now);
-        let mut out = Vec::with_capacity(req.limit.min(q.ready.len()));
+        let mut out = Vec::with_capacity(req.limit.min(q.ready.len() + q.sessions_ready.len()));
         while out.len() < req.limit {
-            let Some((_, id)) = q.ready.pop_first() else {
+            let Some(id) = q.pop_next() else {
                 break;
             };
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -312,6 +402,10 @@ impl State {
             });
             self.leases.insert((req.lease_until, id));
             self.acked.remove(&id);
+            if let Some(key) = &job.session {
+                q.session_mut(key).started(self.next_token, req.now);
+                q.reindex(key);
+            }
             out.push(job.clone());
         }
         Ok(out)
@@ -451,7 +545,7 @@ impl State {
         };
         if job.run_at <= now {
             q.set_state(job, JobState::Available, now);
-            q.ready.insert(ready_key(job), id);
+            q.index_ready(job);
         } else {
             q.set_state(job, JobState::Scheduled, now);
             q.scheduled.insert(scheduled_key(job), id);
@@ -500,7 +594,11 @@ impl State {
         hold: bool,
         now: Timestamp,
     ) {
-        let Some(group) = self.queues.get_mut(queue).and_then(|q| q.groups.get_mut(g)) else {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let gap = q.config.group_gap;
+        let Some(group) = q.groups.get_mut(g) else {
             return;
         };
         let was_head = group.pending.front() == Some(&id);
@@ -511,6 +609,7 @@ impl State {
         if was_head {
             group.pending.pop_front();
             group.held = false;
+            group.gap_until = group.gap_until.max(now + gap);
         } else if let Some(pos) = group.pending.iter().position(|p| *p == id) {
             group.pending.remove(pos);
         }
@@ -530,11 +629,14 @@ impl State {
         };
         match group.pending.front() {
             Some(next) if !group.held => {
-                let next = *next;
+                let (next, gap_until) = (*next, group.gap_until);
+                if let Some(job) = self.jobs.get_mut(&next) {
+                    job.run_at = job.run_at.max(gap_until);
+                }
                 self.requeue(next, now);
             }
             Some(_) => {}
-            None if group.last_run_at <= now => {
+            None if group.last_run_at <= now && group.gap_until <= now => {
                 q.groups.remove(g);
             }
             None => {}
@@ -681,6 +783,9 @@ impl State {
                 } else {
                     job.seq = seq;
                     group.pending.push_back(id);
+                    if group.pending.len() == 1 {
+                        job.run_at = job.run_at.max(group.gap_until);
+                    }
                     group.pending.len() == 1
                 }
             }
@@ -741,10 +846,16 @@ impl State {
         if q.paused {
             return Ok(None);
         }
-        if !q.ready.is_empty() {
+        if !q.ready.is_empty() || !q.sessions_ready.is_empty() {
             return Ok(Some(now));
         }
-        Ok(q.scheduled.first_key_value().map(|((at, _), _)| *at))
+        let scheduled = q.scheduled.first_key_value().map(|((at, _), _)| *at);
+        // A session whose next start has passed is as good as ready.
+        let session = q.next_session_start().map(|at| at.max(now));
+        Ok(match (scheduled, session) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     pub fn promote_due(&mut self, name: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
@@ -752,8 +863,9 @@ impl State {
             .queues
             .get_mut(name)
             .ok_or_else(|| StoreError::UnknownQueue(name.clone()))?;
+        let had_timers = q.next_session_start().is_some_and(|at| at <= now);
         let moved = q.promote(&mut self.jobs, now);
-        if moved > 0 {
+        if moved > 0 || had_timers {
             self.mark_wake(name);
         }
         Ok(moved)

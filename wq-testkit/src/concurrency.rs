@@ -70,8 +70,8 @@ use wq_core::{
     Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, Backend, ClaimRequest, Client, Counts,
     DeadJobs, Enqueue, Enqueued, Error, ExtendOutcome, Job, JobContext, JobError, JobId, JobState,
     LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo, QueueName,
-    QueueOptions, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal, Worker,
-    WorkerHandle,
+    QueueOptions, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store,
+    StoreError, Timestamp, WakeSignal, Worker, WorkerHandle,
 };
 
 use crate::harness::{Failure, PATIENCE, TestBackend, TestResult, quick_retry, with_backend};
@@ -651,6 +651,40 @@ impl<B: Backend> Scheduler for Watched<B> {
     }
     async fn promote_due(&self, q: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.promote_due(q, now).await
+    }
+}
+
+impl<B: Backend> Sessions for Watched<B> {
+    async fn set_session_limits(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        self.inner.set_session_limits(q, s, limits).await
+    }
+    async fn set_session_paused(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.set_session_paused(q, s, paused).await
+    }
+    async fn session_info(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        self.inner.session_info(q, s).await
+    }
+    async fn list_sessions(
+        &self,
+        q: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        self.inner.list_sessions(q, after, limit).await
     }
 }
 

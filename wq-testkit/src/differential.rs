@@ -2,16 +2,18 @@
 //!
 //! Random sequences of store calls run on both stores at once, on one
 //! manual clock: enqueues (groups, delays, time chaining, priorities,
-//! idempotency keys, batches) into a queue whose groups continue past a
-//! dead head, one that holds them and one that keeps no finished job;
-//! claims; every kind of acknowledgement, and the last acknowledgement sent
-//! again; lease extensions; clock jumps; rescues; cancels; retries and
-//! purges of dead jobs; pruning; promotion. After every step:
+//! idempotency keys, batches, sessions) into a queue whose groups continue
+//! past a dead head, one that holds them (and spaces a group's jobs by a
+//! gap) and one that keeps no finished job; claims; every kind of
+//! acknowledgement, and the last acknowledgement sent again; lease
+//! extensions; clock jumps; rescues; cancels; retries and purges of dead
+//! jobs; pruning; promotion; session limits (max running, rate), pauses and
+//! resumes. After every step:
 //!
 //! - each call answered the same on both (outcomes, claimed ids, counts of
 //!   what was rescued, pruned, promoted, retried or purged);
-//! - every job, every queue's counts and next due time, and every job's
-//!   position agree;
+//! - every job, every queue's counts, sessions and next due time, and every
+//!   job's position agree;
 //! - both backends' [`Audit`] finds nothing wrong in any queue;
 //! - an acknowledgement sent again with its token answers `Applied` with the
 //!   job's state now, until the job is claimed again.
@@ -32,15 +34,16 @@ use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
     Ack, AckAction, AckOutcome, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, Job,
-    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, Payload, QueueConfig, QueueName,
-    Retention, RunAt, Scheduler, Store, StoreError, Timestamp,
+    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, Payload, QueueConfig, QueueName, Rate,
+    Retention, RunAt, Scheduler, SessionKey, SessionLimits, Sessions, Store, StoreError, Timestamp,
 };
 use wq_memory::MemoryStore;
 
 use crate::harness::{Failure, TestBackend, run_cases, with_backend, within};
 
 /// A queue whose groups continue past a dead head, one whose groups wait
-/// for an operator, and one that drops finished jobs at once.
+/// for an operator and start 2 s apart, and one that drops finished jobs
+/// at once.
 const QUEUES: [&str; 3] = ["cont", "hold", "zero"];
 
 /// How long a claim leases its jobs, and an extension extends them.
@@ -88,6 +91,28 @@ pub enum Op {
         key: Option<u8>,
         /// Jobs in the batch.
         batch: u8,
+        /// Session `s{session}`, or none.
+        session: Option<u8>,
+    },
+    /// Set the limits of session `s{session}` of queue `queue`.
+    Limit {
+        /// Index into the three queues.
+        queue: usize,
+        /// Which session.
+        session: u8,
+        /// Most running, or no limit.
+        max_running: Option<u8>,
+        /// One start per this many seconds, or no rate.
+        spacing: Option<u8>,
+    },
+    /// Pause or resume session `s{session}` of queue `queue`.
+    PauseSession {
+        /// Index into the three queues.
+        queue: usize,
+        /// Which session.
+        session: u8,
+        /// Pause (or resume).
+        paused: bool,
     },
     /// Claim up to `limit` jobs of queue `queue`.
     Claim {
@@ -153,10 +178,16 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         5 => (0usize..3, option::weighted(0.8, 0u8..3), 0u8..3, any::<bool>(), -1i8..2,
-              option::weighted(0.3, 0u8..4), 1u8..4)
-            .prop_map(|(queue, group, delay, chained, priority, key, batch)| Op::Enqueue {
-                queue, group, delay, chained, priority, key, batch,
+              option::weighted(0.3, 0u8..4), 1u8..4, option::weighted(0.4, 0u8..2))
+            .prop_map(|(queue, group, delay, chained, priority, key, batch, session)| {
+                Op::Enqueue { queue, group, delay, chained, priority, key, batch, session }
             }),
+        1 => (0usize..3, 0u8..2, option::of(1u8..3), option::of(1u8..4))
+            .prop_map(|(queue, session, max_running, spacing)| Op::Limit {
+                queue, session, max_running, spacing,
+            }),
+        1 => (0usize..3, 0u8..2, any::<bool>())
+            .prop_map(|(queue, session, paused)| Op::PauseSession { queue, session, paused }),
         4 => (0usize..3, 1u8..4).prop_map(|(queue, limit)| Op::Claim { queue, limit }),
         5 => (any::<u8>(), act).prop_map(|(pick, act)| Op::Ack { pick, act }),
         2 => Just(Op::RepeatAck),
@@ -187,6 +218,7 @@ pub fn regressions() -> Vec<(&'static str, Vec<Op>)> {
         priority,
         key: None,
         batch: 1,
+        session: None,
     };
     vec![
         (
@@ -344,6 +376,11 @@ fn normalize(mut jobs: Vec<Job>) -> Vec<String> {
         .collect()
 }
 
+/// Session `s{n}`.
+fn session_key(n: u8) -> SessionKey {
+    format!("s{n}").into()
+}
+
 /// Whether each enqueued job was created, or the error.
 fn created(r: Result<Vec<Enqueued>, StoreError>) -> Result<String, Failure> {
     outcome_text(&r.map(|v| v.into_iter().map(|e| e.created).collect::<Vec<_>>()))
@@ -378,14 +415,15 @@ impl<B: Backend> Pair<B> {
         };
         let keep = Duration::from_secs(10);
         let settings = [
-            (OnDead::Continue, keep),
-            (OnDead::Hold, keep),
-            (OnDead::Continue, Duration::ZERO),
+            (OnDead::Continue, keep, Duration::ZERO),
+            (OnDead::Hold, keep, Duration::from_secs(2)),
+            (OnDead::Continue, Duration::ZERO, Duration::ZERO),
         ];
-        for (q, (on_dead, completed)) in QUEUES.iter().zip(settings) {
+        for (q, (on_dead, completed, gap)) in QUEUES.iter().zip(settings) {
             let config = QueueConfig::new(*q)
                 .max_attempts(2)
                 .on_dead(on_dead)
+                .group_gap(gap)
                 .retention(Retention {
                     completed,
                     dead: Duration::from_secs(20),
@@ -424,6 +462,7 @@ impl<B: Backend> Pair<B> {
                 priority,
                 key,
                 batch,
+                session,
             } => {
                 let delay = Duration::from_secs(u64::from(*delay));
                 let jobs: Vec<NewJob> = (0..*batch)
@@ -432,6 +471,7 @@ impl<B: Backend> Pair<B> {
                         queue: QUEUES[*queue].into(),
                         tenant: None,
                         group: group.map(|g| format!("g{g}").into()),
+                        session: session.map(|s| format!("s{s}").into()),
                         priority: i16::from(*priority),
                         run_at: if *chained && group.is_some() {
                             RunAt::Chained { offset: delay }
@@ -599,6 +639,35 @@ impl<B: Backend> Pair<B> {
                 let t = self.tested.promote_due(&q, now).await?;
                 self.same("promote", m, t)
             }
+            Op::Limit {
+                queue,
+                session,
+                max_running,
+                spacing,
+            } => {
+                let mut limits = SessionLimits::new();
+                if let Some(n) = max_running {
+                    limits = limits.max_running(u32::from(*n));
+                }
+                if let Some(s) = spacing {
+                    let per = Duration::from_secs(u64::from(*s));
+                    limits = limits.rate(Rate::new(1, per));
+                }
+                let (q, s) = (QueueName::from(QUEUES[*queue]), session_key(*session));
+                let m = self.reference.set_session_limits(&q, &s, &limits).await;
+                let t = self.tested.set_session_limits(&q, &s, &limits).await;
+                self.same("limits", outcome_text(&m)?, outcome_text(&t)?)
+            }
+            Op::PauseSession {
+                queue,
+                session,
+                paused,
+            } => {
+                let (q, s) = (QueueName::from(QUEUES[*queue]), session_key(*session));
+                let m = self.reference.set_session_paused(&q, &s, *paused).await;
+                let t = self.tested.set_session_paused(&q, &s, *paused).await;
+                self.same("pause session", outcome_text(&m)?, outcome_text(&t)?)
+            }
         }
     }
 
@@ -641,6 +710,11 @@ impl<B: Backend> Pair<B> {
                 &format!("counts of {q}"),
                 self.reference.counts(&q).await?,
                 self.tested.counts(&q).await?,
+            )?;
+            self.same(
+                &format!("sessions of {q}"),
+                self.reference.list_sessions(&q, None, 100).await?,
+                self.tested.list_sessions(&q, None, 100).await?,
             )?;
             self.same(
                 &format!("next due of {q}"),

@@ -116,6 +116,14 @@ macro_rules! conformance_tests {
             message_id_is_stable_across_attempts,
             steps_continue_without_spending_attempts,
             steps_free_the_slot,
+            sessions_cap_running_jobs,
+            session_rates_space_starts,
+            paused_sessions_hold_their_jobs,
+            sessions_are_listed_with_counts,
+            claim_skips_blocked_sessions,
+            group_gaps_space_a_groups_jobs,
+            session_limits_hold_across_workers,
+            rate_limited_sessions_wake_their_workers,
         );
     };
 }

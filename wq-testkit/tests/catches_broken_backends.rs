@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use wq_core::{
     Ack, AckOutcome, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome,
     GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position,
-    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, Scheduler, Store, StoreError,
-    Timestamp, WakeSignal,
+    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, Scheduler, SessionInfo, SessionKey,
+    SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal,
 };
 use wq_memory::MemoryStore;
 use wq_testkit::{Failure, TestBackend, concurrency, conformance, differential, properties};
@@ -47,6 +47,10 @@ enum Fault {
     /// Refuses an acknowledgement unless the job runs under its token, so
     /// one sent again after a lost reply is `Stale`, not `Applied`.
     ForgetsAppliedAcks,
+    /// Shows a session's max running but never applies it.
+    ExceedsMaxRunning,
+    /// Shows a session paused but goes on running its jobs.
+    RunsPausedSessions,
 }
 
 /// Far enough ahead that a stranded job never comes due during a test.
@@ -60,6 +64,8 @@ struct Sabotaged {
     /// Stranded jobs, with the time they were enqueued (and were due).
     stranded: Arc<Mutex<HashMap<JobId, Timestamp>>>,
     enqueued: Arc<AtomicU64>,
+    /// What the session faults show instead of what they apply.
+    shown: Arc<Mutex<HashMap<(QueueName, SessionKey), (SessionLimits, bool)>>>,
 }
 
 impl Sabotaged {
@@ -70,7 +76,18 @@ impl Sabotaged {
             groups: Arc::default(),
             stranded: Arc::default(),
             enqueued: Arc::default(),
+            shown: Arc::default(),
         }
+    }
+
+    /// Shows the limits and pause a session fault did not apply.
+    fn disguise_session(&self, mut info: SessionInfo) -> SessionInfo {
+        let key = (info.queue.clone(), info.session.clone());
+        if let Some((limits, paused)) = self.shown.lock().get(&key) {
+            info.limits = *limits;
+            info.paused = *paused;
+        }
+        info
     }
 
     /// Puts back the group that `IgnoreGroups` hid from the inner store, and
@@ -168,9 +185,11 @@ impl Store for Sabotaged {
                     })
                     .collect())
             }
-            Fault::NoFencing | Fault::UnorderedClaims | Fault::ForgetsAppliedAcks => {
-                self.inner.enqueue(jobs, now).await
-            }
+            Fault::NoFencing
+            | Fault::UnorderedClaims
+            | Fault::ForgetsAppliedAcks
+            | Fault::ExceedsMaxRunning
+            | Fault::RunsPausedSessions => self.inner.enqueue(jobs, now).await,
             Fault::ExtraAttempt | Fault::SecondHead => {
                 let mut jobs = jobs;
                 for job in &mut jobs {
@@ -333,6 +352,53 @@ impl Scheduler for Sabotaged {
     }
 }
 
+impl Sessions for Sabotaged {
+    async fn set_session_limits(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        limits: &SessionLimits,
+    ) -> Result<(), StoreError> {
+        let mut applied = *limits;
+        if matches!(self.fault, Fault::ExceedsMaxRunning) {
+            applied.max_running = None;
+        }
+        self.inner.set_session_limits(q, s, &applied).await?;
+        let mut shown = self.shown.lock();
+        shown.entry((q.clone(), s.clone())).or_default().0 = *limits;
+        Ok(())
+    }
+    async fn set_session_paused(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        paused: bool,
+    ) -> Result<(), StoreError> {
+        let applied = paused && !matches!(self.fault, Fault::RunsPausedSessions);
+        self.inner.set_session_paused(q, s, applied).await?;
+        let mut shown = self.shown.lock();
+        shown.entry((q.clone(), s.clone())).or_default().1 = paused;
+        Ok(())
+    }
+    async fn session_info(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        let info = self.inner.session_info(q, s).await?;
+        Ok(info.map(|i| self.disguise_session(i)))
+    }
+    async fn list_sessions(
+        &self,
+        q: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        let all = self.inner.list_sessions(q, after, limit).await?;
+        Ok(all.into_iter().map(|i| self.disguise_session(i)).collect())
+    }
+}
+
 impl Audit for Sabotaged {
     async fn audit(
         &self,
@@ -406,6 +472,45 @@ async fn the_suite_catches_a_backend_that_makes_a_second_head() {
         ),
         "{failure}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_lets_a_session_exceed_max_running() {
+    let broken = Broken(Fault::ExceedsMaxRunning);
+    let outcome = conformance::sessions_cap_running_jobs(&broken).await;
+    let failure = outcome.expect_err("sessions_cap_running_jobs passed beyond max running");
+    assert!(says(&failure.0, &["two of n1"]), "{failure}");
+
+    let outcome = conformance::session_limits_hold_across_workers(&broken).await;
+    let failure =
+        outcome.expect_err("session_limits_hold_across_workers passed beyond max running");
+    assert!(
+        says(&failure.0, &["at once of a max-1 session"]),
+        "{failure}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_backend_that_runs_a_paused_session() {
+    let broken = Broken(Fault::RunsPausedSessions);
+    let outcome = conformance::paused_sessions_hold_their_jobs(&broken).await;
+    let failure = outcome.expect_err("paused_sessions_hold_their_jobs passed running paused jobs");
+    assert!(
+        says(&failure.0, &["only the unpaused session runs"]),
+        "{failure}"
+    );
+
+    let outcome = conformance::session_limits_hold_across_workers(&broken).await;
+    let failure =
+        outcome.expect_err("session_limits_hold_across_workers passed running paused jobs");
+    assert!(says(&failure.0, &["paused session"]), "{failure}");
+}
+
+#[test]
+fn the_differential_tests_catch_a_backend_that_runs_a_paused_session() {
+    let failure = differential::run(&Broken(Fault::RunsPausedSessions), 256)
+        .expect_err("the differential tests passed on a backend that runs paused sessions");
+    assert!(failure.contains("PauseSession"), "{failure}");
 }
 
 #[test]
@@ -503,6 +608,8 @@ fn steps(failure: &str) -> usize {
         "PurgeDead {",
         "Prune",
         "Promote {",
+        "Limit {",
+        "PauseSession {",
     ];
     let listed = failure
         .split("minimal failing input")

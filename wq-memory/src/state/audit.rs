@@ -29,6 +29,7 @@ impl State {
             .ready
             .values()
             .chain(q.scheduled.values())
+            .chain(q.sessions.values().flat_map(|s| s.ready.values()))
             .copied()
             .collect();
         let mut groups: BTreeMap<GroupKey, Vec<Seen>> = BTreeMap::new();

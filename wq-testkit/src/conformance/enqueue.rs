@@ -225,6 +225,7 @@ pub async fn batch_enqueue_is_atomic<T: TestBackend>(t: &T) -> TestResult {
             queue: QueueName::from(queue),
             tenant: None,
             group: Some(GroupKey::from("g")),
+            session: None,
             priority: 0,
             run_at: RunAt::At(clock.now()),
             max_attempts: 3,

@@ -8,6 +8,7 @@ mod ledger;
 mod operations;
 mod order;
 mod retry;
+mod sessions;
 mod steps;
 mod timing;
 mod worker;
@@ -18,6 +19,7 @@ pub use ledger::{Ledger, Step, counting_handler, recording_handler, start_worker
 pub use operations::*;
 pub use order::*;
 pub use retry::*;
+pub use sessions::*;
 pub use steps::*;
 pub use timing::*;
 pub use worker::*;
