@@ -56,6 +56,9 @@ enum Fault {
 /// Far enough ahead that a stranded job never comes due during a test.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// A session's limits and pause as a session fault shows them.
+type Shown = (SessionLimits, bool);
+
 #[derive(Clone)]
 struct Sabotaged {
     inner: MemoryStore,
@@ -65,7 +68,7 @@ struct Sabotaged {
     stranded: Arc<Mutex<HashMap<JobId, Timestamp>>>,
     enqueued: Arc<AtomicU64>,
     /// What the session faults show instead of what they apply.
-    shown: Arc<Mutex<HashMap<(QueueName, SessionKey), (SessionLimits, bool)>>>,
+    shown: Arc<Mutex<HashMap<(QueueName, SessionKey), Shown>>>,
 }
 
 impl Sabotaged {
