@@ -35,7 +35,10 @@
 //!    one ungrouped job) never ran at once, unless the earlier one's lease
 //!    had lapsed before the later one started (the engine stops such a
 //!    handler at its next heartbeat; fencing keeps it from acknowledging);
-//! 4. the audit is clean after every round and at the end, which covers
+//! 4. a session's max running holds: in the first two tests every third
+//!    group's jobs share a session that runs at most two at once, and no
+//!    handler of it starts while two others run (but where a lease lapsed);
+//! 5. the audit is clean after every round and at the end, which covers
 //!    "no group is left without a claimable head while it has due jobs";
 //!    the maintenance leader also audits (and would repair) several times a
 //!    second while the run goes on, and must find nothing either.
@@ -172,6 +175,20 @@ struct Scenario {
     cancels: bool,
     /// Worker 0's heartbeats never arrive; others' drop out now and then.
     lapses: bool,
+    /// Every third group's jobs share the session [`CAPPED`].
+    sessions: bool,
+}
+
+/// The session of every third group in scenarios with sessions, and how
+/// many of its jobs may run at once.
+const CAPPED: &str = "capped";
+const CAP: usize = 2;
+
+fn capped(group: &str) -> bool {
+    group
+        .strip_prefix('g')
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n % 3 == 0)
 }
 
 impl Scenario {
@@ -199,6 +216,7 @@ impl Scenario {
             nap: Duration::from_millis(2),
             cancels: true,
             lapses: false,
+            sessions: true,
         }
     }
 
@@ -241,6 +259,7 @@ impl Scenario {
             nap: Duration::from_millis(2),
             cancels: false,
             lapses: false,
+            sessions: false,
         }
     }
 
@@ -796,6 +815,11 @@ impl<B: Backend> Race<B> {
             .timeout(Duration::from_secs(10))
             .concurrency(sc.concurrency);
         bounded("declare_queue", client.declare_queue(config)).await??;
+        if sc.sessions {
+            let cap = SessionLimits::new().max_running(CAP as u32);
+            let limit = client.set_session_limits(QUEUE, CAPPED, cap);
+            bounded("set_session_limits", limit).await??;
+        }
         let race = Arc::new(Race {
             b,
             client,
@@ -908,12 +932,12 @@ impl<B: Backend> Race<B> {
                 // Half the single jobs go through `enqueue`, half through a
                 // batch of one: backends may take different paths.
                 [one] if self.sc.sweep.is_none() && i % 2 == 0 => {
-                    bounded("enqueue", self.client.enqueue(enqueue_of(one)))
+                    bounded("enqueue", self.client.enqueue(enqueue_of(one, &self.sc)))
                         .await?
                         .map(|e| vec![e])
                 }
                 _ => {
-                    let jobs = specs.iter().map(enqueue_of);
+                    let jobs = specs.iter().map(|s| enqueue_of(s, &self.sc));
                     bounded("enqueue_many", self.client.enqueue_many(jobs)).await?
                 }
             }
@@ -1091,6 +1115,9 @@ impl<B: Backend> Race<B> {
         let tally = self.check_no_loss(&jobs, &runs).await?;
         check_fifo(&jobs, &runs)?;
         let excused = self.check_one_in_flight(&jobs, &runs)?;
+        if self.sc.sessions {
+            self.check_session_cap(&jobs, &runs)?;
+        }
         let rescued = self.rescued(&runs);
         eprintln!(
             "{}: {} jobs ({} completed, {} dead, {} cancelled), {} runs, {} cancels asked, \
@@ -1272,6 +1299,46 @@ impl<B: Backend> Race<B> {
         }
     }
 
+    /// No handler of the capped session started while [`CAP`] others of it
+    /// ran under live leases.
+    fn check_session_cap(&self, jobs: &HashMap<JobId, Placed>, runs: &[Run]) -> TestResult {
+        let mut session_runs: Vec<&Run> = runs
+            .iter()
+            .filter(|r| {
+                jobs.get(&r.job)
+                    .and_then(|p| p.group.as_deref())
+                    .is_some_and(capped)
+            })
+            .collect();
+        session_runs.sort_by_key(|r| r.start);
+        let leases = self.ledger.leases.lock().clone();
+        let mut problems = Vec::new();
+        for (i, later) in session_runs.iter().enumerate() {
+            let beside: Vec<&&Run> = session_runs[..i]
+                .iter()
+                .filter(|earlier| earlier.end.is_none_or(|end| end > later.start))
+                .filter(|earlier| {
+                    let until = leases.get(&(earlier.job, earlier.token));
+                    !until.is_some_and(|until| *until <= later.started_at)
+                })
+                .collect();
+            if beside.len() >= CAP {
+                problems.push(format!(
+                    "job {} attempt {} of session {CAPPED} started while {} of its jobs ran (max running {CAP}): {:?}",
+                    later.job,
+                    later.attempt,
+                    beside.len(),
+                    beside.iter().map(|r| r.job).collect::<Vec<_>>()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(report("a session above its max running", &problems))
+        }
+    }
+
     /// Attempts whose lease lapsed with no acknowledgement applied, and whose
     /// job then ran again.
     fn rescued(&self, runs: &[Run]) -> usize {
@@ -1341,10 +1408,14 @@ fn report(what: &str, problems: &[String]) -> Failure {
     Failure(msg)
 }
 
-fn enqueue_of(spec: &Spec) -> Enqueue {
+fn enqueue_of(spec: &Spec, sc: &Scenario) -> Enqueue {
     let mut e = Enqueue::new(QUEUE, &Tag { n: spec.n });
     if let Some(g) = spec.group {
-        e = e.group(group_name(g));
+        let name = group_name(g);
+        if sc.sessions && capped(&name) {
+            e = e.session(CAPPED);
+        }
+        e = e.group(name);
     }
     if let Some(k) = spec.key {
         e = e.idempotency_key(key_name(k));

@@ -491,6 +491,11 @@ async fn the_suite_catches_a_backend_that_lets_a_session_exceed_max_running() {
         says(&failure.0, &["at once of a max-1 session"]),
         "{failure}"
     );
+
+    let outcome = concurrency::racing_enqueues_workers_and_cancels(&broken).await;
+    let failure =
+        outcome.expect_err("racing_enqueues_workers_and_cancels passed beyond max running");
+    assert!(says(&failure.0, &["above its max running"]), "{failure}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
