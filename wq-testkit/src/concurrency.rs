@@ -1319,7 +1319,7 @@ impl<B: Backend> Race<B> {
                 .filter(|earlier| earlier.end.is_none_or(|end| end > later.start))
                 .filter(|earlier| {
                     let until = leases.get(&(earlier.job, earlier.token));
-                    !until.is_some_and(|until| *until <= later.started_at)
+                    until.is_none_or(|until| *until > later.started_at)
                 })
                 .collect();
             if beside.len() >= CAP {
