@@ -19,6 +19,7 @@ fn job(i: u64, groups: u64, now: Timestamp) -> NewJob {
         queue: QueueName::from("bench"),
         group: Some(GroupKey::new(format!("inst-1:{}", i % groups))),
         session: None,
+        tenant: None,
         priority: 0,
         run_at: RunAt::At(now),
         max_attempts: 3,
