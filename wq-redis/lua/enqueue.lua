@@ -1,9 +1,10 @@
 -- Stores a batch of jobs over one or more queues, in order, atomically.
 -- KEYS: the base of each queue of the batch.
 -- ARGV: now, origin, then for each queue its number of jobs, then the
--- jobs of every queue in KEYS order, nine arguments each: id, tenant,
--- group, priority, mode ('a': run at `time`; 'c': chained `time` after the
--- group's latest run_at), time, max_attempts, idempotency key, payload.
+-- jobs of every queue in KEYS order, ten arguments each: id, tenant,
+-- group, session, priority, mode ('a': run at `time`; 'c': chained `time`
+-- after the group's latest run_at), time, max_attempts, idempotency key,
+-- payload.
 -- Empty strings stand for absent values.
 -- Returns { woke, results }, one entry per queue: woke is 1 when the
 -- queue's workers were woken; results hold { 1, seq, run_at, state } for
@@ -14,10 +15,12 @@
 -- until every queue of the batch is known to exist and every read has
 -- been done. Reads are done for the whole batch first and writes gathered
 -- into one command per key where the order allows: one call per job (its
--- hash) plus a handful per queue.
+-- hash) plus a handful per queue. A job that heads a group whose gap
+-- (group_gap) has not ended runs no earlier than its end.
 local NOW = ARGV[1]
 local now = tonumber(NOW)
 local queues = #KEYS
+local ARGS = 10
 
 for q = 1, queues do
   use_queue(KEYS[q])
@@ -30,10 +33,10 @@ local function read(first, n)
   local jobs = {}
   local ids, keyed = {}, {}
   for i = 1, n do
-    local a = first + (i - 1) * 9
+    local a = first + (i - 1) * ARGS
     local j = {
-      id = ARGV[a], tenant = ARGV[a + 1], g = ARGV[a + 2], pr = ARGV[a + 3], mode = ARGV[a + 4],
-      time = ARGV[a + 5], mx = ARGV[a + 6], ik = ARGV[a + 7], payload = ARGV[a + 8],
+      id = ARGV[a], tenant = ARGV[a + 1], g = ARGV[a + 2], s = ARGV[a + 3], pr = ARGV[a + 4],
+      mode = ARGV[a + 5], time = ARGV[a + 6], mx = ARGV[a + 7], ik = ARGV[a + 8], payload = ARGV[a + 9],
     }
     jobs[i] = j
     ids[i] = j.id
@@ -70,12 +73,23 @@ local function read(first, n)
   for i, v in ipairs(batched('HMGET', K.glast, groups)) do
     last[groups[i]] = tonumber(v or '0')
   end
-  return { jobs = jobs, new = new, groups = groups, last = last }
+  -- The end of a gap still to come, for each group the batch will find
+  -- empty: its first job there heads it.
+  local gaps = {}
+  for i, v in ipairs(batched('ZMSCORE', K.gap, groups)) do
+    if v and tonumber(v) > now and redis.call('LLEN', gkey(groups[i])) == 0 then
+      gaps[groups[i]] = tonumber(v)
+    end
+  end
+  for _, j in ipairs(new) do
+    if j.s ~= '' then session(j.s) end
+  end
+  return { jobs = jobs, new = new, groups = groups, last = last, gaps = gaps, sessions = sessions }
 end
 
 -- Writes one queue's new jobs; returns its results.
 local function write(part)
-  local jobs, new, groups, last = part.jobs, part.new, part.groups, part.last
+  local jobs, new, groups, last, gaps = part.jobs, part.new, part.groups, part.last, part.gaps
   local seq = redis.call('INCRBY', K.seq, #new) - #new
   local lines, all, payloads, wait, ready, sched, idem = {}, {}, {}, {}, {}, {}, {}
   local changed = {}
@@ -87,6 +101,9 @@ local function write(part)
       local base = now
       if j.g ~= '' then base = math.max(last[j.g], now) end
       run_at = int(base + tonumber(j.time))
+    end
+    if j.g ~= '' and not lines[j.g] and gaps[j.g] and tonumber(run_at) < gaps[j.g] then
+      run_at = int(gaps[j.g])
     end
     j.ra = run_at
     if j.g ~= '' then
@@ -113,6 +130,7 @@ local function write(part)
     local fields = { jkey(j.id), 'sq', j.sq, 'pr', j.pr, 'ra', j.ra, 'at', 0, 'mx', j.mx, 'st', j.st, 'ca', NOW, 'ua', NOW }
     if j.tenant ~= '' then push(fields, 'tn', j.tenant) end
     if j.g ~= '' then push(fields, 'g', j.g) end
+    if j.s ~= '' then push(fields, 's', j.s) end
     if j.ik ~= '' then
       push(fields, 'ik', j.ik)
       push(idem, j.ik, j.id)
@@ -122,10 +140,18 @@ local function write(part)
     push(payloads, pkey(j.id), j.payload)
     local m = member(j.pr, j.ra, j.sq, j.id)
     push(wait, 0, m)
+    local session_name = j.s ~= '' and j.s
     if j.g == '' or heads[j.id] then
-      if j.st == 'available' then push(ready, 0, m) else push(sched, j.ra, j.id) end
+      if j.st ~= 'available' then
+        push(sched, j.ra, j.id)
+      elseif session_name then
+        redis.call('ZADD', srkey(session_name), 0, m)
+      else
+        push(ready, 0, m)
+      end
     end
     count(j.st, 1)
+    session_moved(session_name, nil, j.st)
   end
 
   batched('ZADD', K.all, all)
@@ -154,12 +180,14 @@ for q = 1, queues do
   use_queue(KEYS[q])
   local n = tonumber(ARGV[2 + q])
   parts[q] = read(first, n)
-  first = first + n * 9
+  first = first + n * ARGS
 end
 
 local woken, results = {}, {}
 for q = 1, queues do
   use_queue(KEYS[q])
+  -- The sessions read for this queue, before anything was written.
+  sessions = parts[q].sessions
   results[q] = write(parts[q])
   woken[q] = flush(ARGV[2])
 end

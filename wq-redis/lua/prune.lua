@@ -9,7 +9,7 @@ for _, set in ipairs({ { K.done, cfg.keep_done }, { K.dead, cfg.keep_dead } }) d
   if pruned < limit then
     local before = tonumber(now) - set[2]
     local ids = redis.call('ZRANGEBYSCORE', set[1], '-inf', before, 'LIMIT', 0, limit - pruned)
-    for _, id in ipairs(ids) do purge(id, now) end
+    for _, id in ipairs(ids) do purge(id, now, cfg) end
     pruned = pruned + #ids
   end
 end

@@ -10,12 +10,12 @@ local ids = redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, tonum
 for _, id in ipairs(ids) do
   redis.call('ZREM', K.leases, id)
   -- FINISH_FIELDS, then attempts and the cancellation flag.
-  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 'at', 'mx', 'cr')
+  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 's', 'at', 'mx', 'cr')
   if f[1] then
-    if f[8] then
+    if f[9] then
       finish(id, f, 'cancelled', now, cfg)
       report[3] = report[3] + 1
-    elseif tonumber(f[6]) >= tonumber(f[7]) then
+    elseif tonumber(f[7]) >= tonumber(f[8]) then
       finish(id, f, 'dead', now, cfg, { 'er', LEASE_LAPSED })
       report[2] = report[2] + 1
     else

@@ -93,11 +93,12 @@ fn unknown_index(e: &redis::RedisError, queues: usize) -> usize {
         .map_or(0, |n| n - 1)
 }
 
-/// The nine arguments of one job (see `lua/enqueue.lua`).
+/// The ten arguments of one job (see `lua/enqueue.lua`).
 fn job_args(call: &mut ScriptInvocation<'_>, j: &NewJob) {
     call.arg(j.id.to_string())
         .arg(j.tenant.as_deref().unwrap_or(""))
         .arg(j.group.as_ref().map_or("", |g| g.as_str()))
+        .arg(j.session.as_ref().map_or("", |s| s.as_str()))
         .arg(j.priority);
     match j.run_at {
         RunAt::At(t) => call.arg("a").arg(t.as_micros()),

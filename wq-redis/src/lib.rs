@@ -75,6 +75,7 @@ mod lock;
 mod ops;
 mod reply;
 mod scripts;
+mod sessions;
 mod store;
 mod wake;
 mod work;

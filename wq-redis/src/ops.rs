@@ -22,7 +22,7 @@ const LIST_BUDGET: usize = 5_000;
 /// scheduled heads promoted per call.
 const BATCH: usize = 1_000;
 
-fn micros(d: std::time::Duration) -> i64 {
+pub(crate) fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
@@ -43,6 +43,8 @@ impl RedisStore {
             .arg(micros(config.retention.completed))
             .arg("kx")
             .arg(micros(config.retention.dead))
+            .arg("gg")
+            .arg(micros(config.group_gap))
             .ignore()
             .cmd("SADD")
             .arg(self.keys().registry())

@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use redis::Value;
-use wq_core::{GroupKey, Job, JobId, JobState, Lease, Payload, QueueName, StoreError, Timestamp};
+use wq_core::{
+    GroupKey, Job, JobId, JobState, Lease, Payload, QueueName, SessionKey, StoreError, Timestamp,
+};
 
 use crate::error::reply;
 
@@ -92,6 +94,7 @@ fn number<T: FromStr>(field: &str, s: &str) -> Result<T, StoreError> {
 struct Fields {
     tenant: Option<Arc<str>>,
     group: Option<GroupKey>,
+    session: Option<SessionKey>,
     seq: Option<u64>,
     priority: Option<i16>,
     run_at: Option<Timestamp>,
@@ -119,6 +122,7 @@ impl Fields {
         match name {
             "tn" => self.tenant = Some(v.into()),
             "g" => self.group = Some(GroupKey::from(v)),
+            "s" => self.session = Some(SessionKey::from(v)),
             "sq" => self.seq = Some(number(name, v)?),
             "pr" => self.priority = Some(number(name, v)?),
             "ra" => self.run_at = Some(timestamp(v)?),
@@ -173,6 +177,7 @@ pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
     );
     job.tenant = f.tenant;
     job.group = f.group;
+    job.session = f.session;
     job.seq = required(id, "sq", f.seq)?;
     job.priority = required(id, "pr", f.priority)?;
     job.run_at = required(id, "ra", f.run_at)?;

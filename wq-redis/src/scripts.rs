@@ -38,6 +38,8 @@ pub(crate) struct Scripts {
     pub position: Script,
     pub list: Script,
     pub audit: Script,
+    pub session: Script,
+    pub sessions: Script,
     pub lock_acquire: Script,
     pub lock_renew: Script,
     pub lock_release: Script,
@@ -45,7 +47,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// All of them, for loading at connect.
-    pub fn all(&self) -> [&Script; 19] {
+    pub fn all(&self) -> [&Script; 21] {
         [
             &self.enqueue,
             &self.claim,
@@ -63,6 +65,8 @@ impl Scripts {
             &self.position,
             &self.list,
             &self.audit,
+            &self.session,
+            &self.sessions,
             &self.lock_acquire,
             &self.lock_renew,
             &self.lock_release,
@@ -87,6 +91,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     position: script!("#!lua flags=no-writes"; "lib/core.lua", "position.lua"),
     list: script!("#!lua flags=no-writes"; "lib/core.lua", "list.lua"),
     audit: script!("#!lua"; "lib/core.lua", "audit.lua"),
+    session: script!("#!lua"; "lib/core.lua", "session.lua"),
+    sessions: script!("#!lua flags=no-writes"; "lib/core.lua", "sessions.lua"),
     lock_acquire: script!("#!lua"; "lock/acquire.lua"),
     lock_renew: script!("#!lua"; "lock/renew.lua"),
     lock_release: script!("#!lua"; "lock/release.lua"),

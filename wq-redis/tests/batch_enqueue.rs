@@ -78,6 +78,7 @@ fn job(queue: &str, group: Option<&str>, key: Option<&str>) -> NewJob {
         queue: QueueName::from(queue),
         tenant: None,
         group: group.map(GroupKey::from),
+        session: None,
         priority: 0,
         run_at: RunAt::At(Timestamp::now()),
         max_attempts: 3,

@@ -1,7 +1,7 @@
 -- The fields an acknowledgement reads: FINISH_FIELDS, then the lease, the
 -- attempts, the cancellation flag and the token of the last
 -- acknowledgement applied.
-local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 'ak' }
+local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'tk', 'lx', 'at', 'mx', 'cr', 'ak' }
 
 -- Applies one acknowledgement if its token holds a live lease on a running
 -- job; returns the job's new state, 'stale' or 'notfound'.
@@ -17,21 +17,21 @@ local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 'tk', 'lx', 'at', 'mx', 'cr', 
 local function ack_one(id, token, action, run_at, msg, now, cfg)
   local f = redis.call('HMGET', jkey(id), unpack(ACK_FIELDS))
   if not f[1] then return 'notfound' end
-  if f[1] ~= 'running' or f[6] ~= token or tonumber(f[7]) <= tonumber(now) then
-    if f[11] == token and f[1] ~= 'running' then return f[1] end
+  if f[1] ~= 'running' or f[7] ~= token or tonumber(f[8]) <= tonumber(now) then
+    if f[12] == token and f[1] ~= 'running' then return f[1] end
     return 'stale'
   end
   push(later.unlease, id)
-  local attempt = tonumber(f[8])
+  local attempt = tonumber(f[9])
   if action == 'c' then
     finish(id, f, 'completed', now, cfg, { 'ak', token })
     return 'completed'
   end
-  if f[10] then
+  if f[11] then
     finish(id, f, 'cancelled', now, cfg, { 'ak', token })
     return 'cancelled'
   end
-  if action == 'k' or (action == 'r' and attempt >= tonumber(f[9])) then
+  if action == 'k' or (action == 'r' and attempt >= tonumber(f[10])) then
     finish(id, f, 'dead', now, cfg, { 'er', msg, 'ak', token })
     return 'dead'
   end

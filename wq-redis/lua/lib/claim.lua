@@ -38,32 +38,116 @@ local function lease(id, now, lease_until, worker, token)
   return patch(h, changes)
 end
 
+-- Takes up to `limit` due heads in key order from two sources: the
+-- queue's `ready` (heads without a session) and the open sessions, each
+-- standing in `open` for its best head. A session taken from gives its
+-- next head a turn only while it may start another job in this claim:
+-- below max_running counting this claim's starts, and no rate (a rate
+-- allows one start per claim, as next_start moves past `now`). A session
+-- not in `open` is never looked at. Returns the members taken and, for
+-- each, its session (false for none).
+local function pick(limit)
+  local free = redis.call('ZRANGE', K.ready, 0, limit - 1)
+  local cands = {}
+  for i, m in ipairs(redis.call('ZRANGE', K.open, 0, limit - 1)) do
+    cands[i] = { string.sub(m, 1, SORT_KEY_LEN), string.sub(m, SORT_KEY_LEN + 1) }
+  end
+  local members, owners, taken = {}, {}, {}
+  local a = 1
+  while #members < limit do
+    local m, c = free[a], cands[1]
+    if not m and not c then break end
+    if c and (not m or c[1] < string.sub(m, 1, SORT_KEY_LEN)) then
+      table.remove(cands, 1)
+      local s = session(c[2])
+      local sr = srkey(c[2])
+      members[#members + 1] = redis.call('ZPOPMIN', sr)[1]
+      owners[#members] = c[2]
+      s.running = s.running + 1
+      s.waiting = s.waiting - 1
+      s.dirty = true
+      if not s.sp and (not s.mr or s.running < s.mr) then
+        local nxt = redis.call('ZRANGE', sr, 0, 0)[1]
+        if nxt then
+          local key = string.sub(nxt, 1, SORT_KEY_LEN)
+          local at = #cands + 1
+          for i, other in ipairs(cands) do
+            if key < other[1] then
+              at = i
+              break
+            end
+          end
+          table.insert(cands, at, { key, c[2] })
+        end
+      end
+    else
+      members[#members + 1] = m
+      owners[#members] = false
+      taken[#taken + 1] = m
+      a = a + 1
+    end
+  end
+  if #taken > 0 then redis.call('ZREM', K.ready, unpack(taken)) end
+  return members, owners
+end
+
+-- The least time from one start of session `s` to its next, after a start
+-- under `token` (wq_core::Rate::spacing_after): the spacing plus
+-- jitter × ((token × 40503) mod 65536) / 65536, rounded down. The product
+-- is taken in two parts so that every step stays exact in a double for
+-- any jitter up to a year.
+local function spacing_after(s, token)
+  local h = (token * 40503) % 65536
+  local whole = math.floor(s.jt / 65536)
+  return s.sp + whole * h + math.floor((s.jt - whole * 65536) * h / 65536)
+end
+
 -- Claims up to `limit` due heads in priority order, each under a new lease
 -- with its own fencing token; returns the jobs and their tokens. Only
--- ungrouped jobs and group heads are ever in `ready`, so a claim never
--- looks at the backlog behind them.
+-- ungrouped jobs and group heads are ever in `ready` or a session's
+-- index, so a claim never looks at the backlog behind them; a queue with
+-- no open session pops `ready` alone.
 local function claim(now, lease_until, worker, limit, cfg)
   if cfg.paused or limit <= 0 then return {}, {} end
-  promote(now, PROMOTE_PER_CLAIM)
-  local popped = redis.call('ZPOPMIN', K.ready, math.min(limit, MAX_CLAIM))
-  local n = #popped / 2
+  limit = math.min(limit, MAX_CLAIM)
+  -- Sessions changed by this call's acknowledgements first (their wake-up
+  -- is for other workers too), then those the promotion opens, which the
+  -- claim takes itself.
+  settle(true)
+  promote(now, PROMOTE_PER_CLAIM, cfg, false)
+  settle(false)
+  local members, owners
+  if cfg.sessions and redis.call('ZCARD', K.open) > 0 then
+    members, owners = pick(limit)
+  else
+    local popped = redis.call('ZPOPMIN', K.ready, limit)
+    members = {}
+    for i = 1, #popped / 2 do members[i] = popped[2 * i - 1] end
+  end
+  local n = #members
   local out, tokens = {}, {}
   if n == 0 then return out, tokens end
-  local members, ids, payloads = {}, {}, {}
+  local ids, payloads = {}, {}
   for i = 1, n do
-    members[i] = popped[2 * i - 1]
     ids[i] = string.sub(members[i], SORT_KEY_LEN + 1)
     payloads[i] = pkey(ids[i])
   end
   redis.call('ZREM', K.wait, unpack(members))
   payloads = redis.call('MGET', unpack(payloads))
   local last = redis.call('INCRBY', K.token, n)
+  local at = tonumber(now)
   for i = 1, n do
     tokens[i] = last - n + i
     out[i] = { ids[i], payloads[i], lease(ids[i], now, lease_until, worker, tokens[i]) }
+    local s = owners and owners[i] and session(owners[i])
+    if s and s.sp then
+      s.ns = at + spacing_after(s, tokens[i])
+      s.rate_open = false
+    end
   end
   count('available', -n)
   count('running', n)
+  settle(false)
   return out, tokens
 end
 
@@ -119,13 +203,24 @@ local function replay(claims)
   return out
 end
 
--- The earliest time a job may become claimable: { now } if a head is due,
--- { run_at } of the earliest scheduled head, or {} if none (or the queue is
--- paused).
+-- The earliest time a job may become claimable: { now } if a head
+-- without a session is due or a session is open, else the earliest of the
+-- first scheduled head's run_at and the first next_start a session waits
+-- for (`now` if that has passed: the next claim opens it), or {} if none
+-- (or the queue is paused). A paused or full session has no entry to
+-- answer with: a worker never spins on one.
 local function next_due(now, cfg)
   if cfg.paused then return {} end
   if redis.call('ZCARD', K.ready) > 0 then return { now } end
-  local first = redis.call('ZRANGE', K.sched, 0, 0, 'WITHSCORES')
-  if #first == 0 then return {} end
-  return { first[2] }
+  if cfg.sessions and redis.call('ZCARD', K.open) > 0 then return { now } end
+  local first = redis.call('ZRANGE', K.sched, 0, 0, 'WITHSCORES')[2]
+  if cfg.sessions then
+    local timer = redis.call('ZRANGE', K.stimer, 0, 0, 'WITHSCORES')[2]
+    if timer then
+      timer = int(math.max(tonumber(timer), tonumber(now)))
+      if not first or tonumber(timer) < tonumber(first) then first = timer end
+    end
+  end
+  if not first then return {} end
+  return { first }
 end
