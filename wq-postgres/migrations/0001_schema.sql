@@ -20,6 +20,9 @@ CREATE TABLE jobs (
     queue            text NOT NULL,
     tenant           text,
     group_key        text,
+    -- The session whose limits and pause apply (docs/sessions.md). Session
+    -- keys compare byte by byte everywhere, as sessions are listed by key.
+    session          text COLLATE "C",
     seq              bigint NOT NULL,
     priority         smallint NOT NULL,
     run_at           timestamptz NOT NULL,
@@ -57,6 +60,9 @@ CREATE INDEX jobs_waiting ON jobs (queue, state) WHERE state < 2;
 CREATE INDEX jobs_running ON jobs (queue) WHERE state = 2;
 -- Pruning and the dead-letter queue.
 CREATE INDEX jobs_finished ON jobs (queue, state, finished_at) WHERE state >= 3;
+-- A session's waiting jobs, which operators see counted.
+CREATE INDEX jobs_session_waiting ON jobs (queue, session)
+    WHERE state < 2 AND session IS NOT NULL;
 
 -- The jobs a claim may hand out: ungrouped jobs and group heads, nothing
 -- else. A claim reads only this table, so its cost does not depend on the
@@ -65,6 +71,7 @@ CREATE TABLE heads (
     id        uuid PRIMARY KEY,
     queue     text NOT NULL,
     group_key text,
+    session   text COLLATE "C",
     priority  smallint NOT NULL,
     run_at    timestamptz NOT NULL,
     seq       bigint NOT NULL,
@@ -72,21 +79,67 @@ CREATE TABLE heads (
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_cost_delay = 0);
 
-CREATE INDEX heads_ready ON heads (queue, priority, run_at, seq) WHERE ready;
-CREATE INDEX heads_scheduled ON heads (queue, run_at) WHERE NOT ready;
+-- Heads without a session: the claim's main read path. Heads of a session
+-- are kept apart, so that a session that may not start a job costs the
+-- claim nothing, however many heads it has: the claim reaches them only
+-- through the session's row (`sessions_ready`).
+CREATE INDEX heads_ready ON heads (queue, priority, run_at, seq)
+    WHERE ready AND session IS NULL;
+CREATE INDEX heads_scheduled ON heads (queue, run_at) WHERE NOT ready AND session IS NULL;
+CREATE INDEX heads_session_ready ON heads (queue, session, priority, run_at, seq)
+    WHERE ready AND session IS NOT NULL;
+CREATE INDEX heads_session_scheduled ON heads (queue, run_at)
+    WHERE NOT ready AND session IS NOT NULL;
 CREATE UNIQUE INDEX heads_one_per_group ON heads (queue, group_key)
     WHERE group_key IS NOT NULL;
 
--- One row per group with work or a pending chain: the lock that orders
--- enqueues into the group, the chain's latest run_at, and the dead head that
--- holds the group (OnDead::Hold).
+-- One row per group with work, a pending chain or a pending gap: the lock
+-- that orders enqueues into the group, the chain's latest run_at, the dead
+-- head that holds the group (OnDead::Hold), and the earliest time its next
+-- head may run (QueueConfig::group_gap after the group last moved on).
 CREATE TABLE groups (
     queue       text NOT NULL,
     group_key   text NOT NULL,
     last_run_at timestamptz NOT NULL,
     held_by     uuid,
+    gap_until   timestamptz,
     PRIMARY KEY (queue, group_key)
 );
+
+-- One row per session of a queue (docs/sessions.md), kept while the queue
+-- exists. Besides the operator's settings it carries what the claim needs
+-- to reach a session's jobs without looking at its heads when it may not
+-- start one: `state` (0 blocked: paused, full or no ready head; 1 waiting
+-- for `next_start`; 2 ready) and `front`, the key of its best ready head.
+-- `wq_sessions_sync` recomputes both whenever a head, the running count,
+-- the pause or the limits change.
+CREATE TABLE sessions (
+    queue          text NOT NULL,
+    session        text COLLATE "C" NOT NULL,
+    -- SessionLimits: NULL where unset. The rate as given (microseconds),
+    -- so that it reads back as it was set.
+    max_running    integer,
+    rate_starts    integer,
+    rate_per_us    bigint,
+    rate_jitter_us bigint,
+    paused         boolean NOT NULL DEFAULT false,
+    -- Its jobs running now.
+    running        integer NOT NULL DEFAULT 0,
+    -- The earliest time its rate lets it start a job; NULL before the first
+    -- start under a rate.
+    next_start     timestamptz,
+    state          smallint NOT NULL DEFAULT 0,
+    front_priority smallint,
+    front_run_at   timestamptz,
+    front_seq      bigint,
+    PRIMARY KEY (queue, session)
+);
+
+-- Sessions that may start a job now, in the order of their best heads.
+CREATE INDEX sessions_ready ON sessions (queue, front_priority, front_run_at, front_seq)
+    WHERE state = 2;
+-- Sessions waiting for their rate: promoted to ready when `next_start` comes.
+CREATE INDEX sessions_timer ON sessions (queue, next_start) WHERE state = 1;
 
 CREATE TABLE locks (
     name       text PRIMARY KEY,
@@ -104,6 +157,7 @@ CREATE TYPE job_result AS (
     queue            text,
     tenant           text,
     group_key        text,
+    session          text,
     seq              bigint,
     priority         smallint,
     run_at           timestamptz,

@@ -5,12 +5,20 @@
 -- own work on every call).
 --
 -- Lock order, everywhere: group rows in (queue, group) order, then `heads`
--- rows, then job rows in id order. The one rule that keeps every group with
+-- rows, then job rows in id order, then session rows in (queue, session)
+-- order, all of a call's sessions in one statement (`wq_sessions_sync`),
+-- after which the call waits for no other lock. The claim and promotion
+-- take sessions first but with SKIP LOCKED, and while they hold one they
+-- take heads and jobs with SKIP LOCKED too: they never wait while holding
+-- a session. The one rule that keeps every group with
 -- exactly one head: whatever changes which job heads a group (storing a
 -- grouped job, ending one, placing one in `heads`) holds the group's row
 -- lock, and decides from a statement that began after the lock was granted
 -- (under READ COMMITTED each statement sees what committed before it began,
--- so it sees every earlier holder's work). docs/postgres.md has the proof.
+-- so it sees every earlier holder's work). The same rule keeps a session's
+-- state true: whatever changes its heads, running count, pause or limits
+-- recomputes its front and state under its row lock, in a statement begun
+-- after the lock. docs/postgres.md has the proof.
 --
 -- Codes. States: 0 scheduled, 1 available, 2 running, 3 completed, 4 dead,
 -- 5 cancelled. Ack actions: 0 complete, 1 retry, 2 defer, 3 kill,
@@ -22,6 +30,94 @@
 CREATE FUNCTION wq_wake(p_queue text) RETURNS void
 LANGUAGE sql AS $$
     SELECT pg_notify('wq:' || current_schema(), p_queue)
+$$;
+
+-- Locks the given sessions, and those of the heads of the given groups
+-- (the caller holds those groups), in (queue, session) order, creating a
+-- missing row; then lowers each one's running count by its p_left (how many
+-- of its jobs left running; pairs may repeat) and recomputes its front and
+-- state. Wakes the queue of a session that may start a job sooner than
+-- before. p_now NULL (an operator's change, which has no clock) leaves a
+-- session with a rate and a past start waiting for `next_start`; the claim
+-- and promotion make it ready by their own clocks.
+CREATE FUNCTION wq_sessions_sync(p_queues text[], p_sessions text[], p_left integer[],
+                                 p_group_queues text[], p_groups text[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_queues text[];
+    v_sessions text[];
+    v_left integer[];
+    v_locked integer;
+    v_woken text[];
+BEGIN
+    -- Which sessions, and how many of each one's jobs left running. A
+    -- group's head is read unlocked: the caller holds the group.
+    SELECT array_agg(t.q ORDER BY t.q, t.s), array_agg(t.s ORDER BY t.q, t.s),
+           array_agg(t.n ORDER BY t.q, t.s)
+    INTO v_queues, v_sessions, v_left
+    FROM (SELECT u.q, u.s, sum(u.n)::integer AS n FROM (
+              SELECT x.q, x.s, coalesce(x.n, 0) AS n
+              FROM unnest(p_queues, p_sessions, p_left) AS x(q, s, n)
+              WHERE x.s IS NOT NULL
+              UNION ALL
+              SELECT h.queue, h.session, 0
+              FROM unnest(p_group_queues, p_groups) AS g(q, k)
+              CROSS JOIN LATERAL (SELECT queue, session FROM heads
+                                  WHERE queue = g.q AND group_key = g.k) h
+              WHERE h.session IS NOT NULL) u
+          GROUP BY u.q, u.s) t;
+    IF v_queues IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT count(l.one) INTO v_locked
+    FROM unnest(v_queues, v_sessions) WITH ORDINALITY AS w(q, s, ord)
+    LEFT JOIN LATERAL (
+        SELECT 1 AS one FROM sessions x WHERE x.queue = w.q AND x.session = w.s FOR UPDATE) l ON true;
+    -- A job names its session from its enqueue on, which creates the row;
+    -- should one be missing all the same, create it rather than skip it.
+    IF v_locked < cardinality(v_queues) THEN
+        INSERT INTO sessions AS cur (queue, session)
+        SELECT w.q, w.s FROM unnest(v_queues, v_sessions) AS w(q, s)
+        ORDER BY w.q, w.s
+        ON CONFLICT (queue, session) DO UPDATE SET paused = cur.paused;
+    END IF;
+    -- Begun after the locks: sees every head placed or taken before them.
+    WITH synced AS (
+        UPDATE sessions s
+        SET running = c.running,
+            front_priority = c.priority, front_run_at = c.run_at, front_seq = c.seq,
+            state = CASE
+                WHEN c.seq IS NULL OR s.paused
+                     OR (s.max_running IS NOT NULL AND c.running >= s.max_running) THEN 0
+                WHEN s.rate_starts IS NOT NULL AND s.next_start IS NOT NULL
+                     AND (p_now IS NULL OR s.next_start > p_now) THEN 1
+                ELSE 2 END
+        FROM (
+            SELECT w.q, w.s, o.state AS old_state, greatest(o.running - w.n, 0) AS running,
+                   f.priority, f.run_at, f.seq
+            FROM unnest(v_queues, v_sessions, v_left) AS w(q, s, n)
+            JOIN sessions o ON o.queue = w.q AND o.session = w.s
+            LEFT JOIN LATERAL (
+                SELECT h.priority, h.run_at, h.seq FROM heads h
+                WHERE h.queue = w.q AND h.session = w.s AND h.session IS NOT NULL AND h.ready
+                ORDER BY h.priority, h.run_at, h.seq
+                LIMIT 1) f ON true
+        ) c
+        WHERE s.queue = c.q AND s.session = c.s
+        RETURNING s.queue, s.state, c.old_state
+    )
+    SELECT array_agg(DISTINCT queue) FILTER (WHERE state > old_state) INTO v_woken FROM synced;
+    PERFORM wq_wake(q) FROM unnest(v_woken) AS t(q);
+END $$;
+
+-- When the next head of a queue's groups may run after a group moves on at
+-- p_now: p_now plus the queue's group gap; NULL when it has none.
+CREATE FUNCTION wq_gap_until(p_queue text, p_now timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT p_now + (config->>'group_gap')::bigint * interval '1 millisecond'
+    FROM queues
+    WHERE name = p_queue AND coalesce((config->>'group_gap')::bigint, 0) > 0
 $$;
 
 -- Locks a group's row, creating it if needed.
@@ -81,28 +177,39 @@ BEGIN
         lease_expires_at = NULL, lease_worker = NULL
     WHERE id = p_id
     RETURNING * INTO j;
-    INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
-    VALUES (j.id, j.queue, j.group_key, j.priority, j.run_at, j.seq, j.state = 1);
+    INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
+    VALUES (j.id, j.queue, j.group_key, j.session, j.priority, j.run_at, j.seq, j.state = 1);
     PERFORM wq_wake(j.queue);
     RETURN j.state;
 END $$;
 
--- Places the group's next job, or forgets a group with nothing left whose
--- chain is in the past. The caller holds the group's lock.
+-- The group moves on at p_now: it remembers its gap, and places its next
+-- job, no earlier than the gap's end, or is forgotten when nothing is left
+-- and neither its chain nor its gap lies ahead. The caller holds the
+-- group's lock, and syncs the session of the head placed.
 CREATE FUNCTION wq_advance(p_queue text, p_group text, p_now timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_next uuid;
+    v_gap_until timestamptz := wq_gap_until(p_queue, p_now);
 BEGIN
+    IF v_gap_until IS NOT NULL THEN
+        UPDATE groups SET gap_until = v_gap_until
+        WHERE queue = p_queue AND group_key = p_group;
+    END IF;
     SELECT id INTO v_next FROM jobs
     WHERE queue = p_queue AND group_key = p_group AND state < 3
     ORDER BY seq LIMIT 1;
     IF FOUND THEN
+        IF v_gap_until IS NOT NULL THEN
+            UPDATE jobs SET run_at = greatest(run_at, v_gap_until) WHERE id = v_next;
+        END IF;
         PERFORM wq_place(v_next, p_now);
     ELSE
         DELETE FROM groups
         WHERE queue = p_queue AND group_key = p_group
-          AND held_by IS NULL AND last_run_at <= p_now;
+          AND held_by IS NULL AND last_run_at <= p_now
+          AND (gap_until IS NULL OR gap_until <= p_now);
     END IF;
 END $$;
 
@@ -175,7 +282,8 @@ BEGIN
     RETURN 1;
 END $$;
 
--- Moves up to p_limit scheduled heads whose time has come to available.
+-- Moves up to p_limit scheduled heads without a session whose time has
+-- come to available.
 CREATE FUNCTION wq_promote(p_queue text, p_now timestamptz, p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -187,7 +295,7 @@ BEGIN
         UPDATE heads h SET ready = true
         WHERE h.id = ANY(ARRAY(
             SELECT id FROM heads
-            WHERE queue = p_queue AND NOT ready AND run_at <= p_now
+            WHERE queue = p_queue AND NOT ready AND session IS NULL AND run_at <= p_now
             ORDER BY run_at
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED))
@@ -198,12 +306,61 @@ BEGIN
     RETURN v_moved;
 END $$;
 
+-- The same for heads of sessions, whose sessions must be synced as their
+-- heads become ready; and sessions whose `next_start` has come, which
+-- become ready. Sessions another transaction holds are skipped (their
+-- heads stay scheduled until the next promotion): while it holds a
+-- session, this takes no lock it would wait for. Returns the heads moved.
+CREATE FUNCTION wq_promote_sessions(p_queue text, p_now timestamptz, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_heads uuid[];
+    v_names text[];
+    v_moved integer := 0;
+BEGIN
+    v_heads := ARRAY(
+        SELECT h.id FROM heads h JOIN jobs j ON j.id = h.id
+        WHERE h.queue = p_queue AND NOT h.ready AND h.session IS NOT NULL
+          AND h.run_at <= p_now
+        ORDER BY h.run_at
+        LIMIT p_limit
+        FOR UPDATE OF h, j SKIP LOCKED);
+    v_names := ARRAY(
+        SELECT s.session FROM sessions s
+        WHERE s.queue = p_queue
+          AND s.session = ANY(ARRAY(
+              SELECT h.session FROM unnest(v_heads) AS i(id)
+              CROSS JOIN LATERAL (SELECT session FROM heads WHERE id = i.id) h
+              UNION
+              (SELECT t.session FROM sessions t
+               WHERE t.queue = p_queue AND t.state = 1 AND t.next_start <= p_now
+               LIMIT p_limit)))
+        ORDER BY s.session
+        FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_names) = 0 THEN
+        RETURN 0;
+    END IF;
+    IF cardinality(v_heads) > 0 THEN
+        WITH due AS (
+            UPDATE heads h SET ready = true
+            WHERE h.id = ANY(v_heads) AND h.session = ANY(v_names)
+            RETURNING h.id
+        )
+        UPDATE jobs j SET state = 1, updated_at = p_now FROM due WHERE j.id = due.id;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+    END IF;
+    PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
+                             NULL, NULL, NULL, p_now);
+    RETURN v_moved;
+END $$;
+
 -- Stores a batch of jobs, all or nothing, in order. A job whose id or
 -- idempotency key is already known (in the store, or earlier in the batch)
 -- stores nothing and returns the existing job. Returns one row per input, in
 -- no particular order: its position, 1 if it was created, and the job.
 CREATE FUNCTION enqueue(
-    p_ids uuid[], p_queues text[], p_tenants text[], p_groups text[],
+    p_ids uuid[], p_queues text[], p_tenants text[], p_groups text[], p_sessions text[],
     p_priorities smallint[], p_run_ats timestamptz[], p_offsets bigint[],
     p_max_attempts integer[], p_keys text[], p_payloads text[], p_now timestamptz)
 RETURNS SETOF job_result
@@ -279,10 +436,10 @@ BEGIN
     -- from unnest: subscripting a text array walks it from the start.)
     IF v_grouped THEN
         FOR v_in IN
-            SELECT t.* FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats,
-                                   p_offsets, p_max_attempts, p_keys, p_payloads)
-                 WITH ORDINALITY AS t(id, queue, tenant, grp, priority, run_at, off, max_attempts,
-                                      key, payload, ord)
+            SELECT t.* FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_sessions, p_priorities,
+                                   p_run_ats, p_offsets, p_max_attempts, p_keys, p_payloads)
+                 WITH ORDINALITY AS t(id, queue, tenant, grp, sess, priority, run_at, off,
+                                      max_attempts, key, payload, ord)
             WHERE t.grp IS NOT NULL AND v_existing[t.ord::integer] IS NULL
               AND v_src[t.ord::integer] = t.ord
             ORDER BY t.ord
@@ -294,16 +451,22 @@ BEGIN
                                      + v_in.off * interval '1 microsecond');
             v_head := g.held_by IS NULL AND NOT EXISTS (
                 SELECT 1 FROM jobs WHERE queue = v_in.queue AND group_key = v_in.grp AND state < 3);
-            INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
-                              state, idempotency_key, created_at, updated_at, payload)
-            VALUES (v_in.id, v_in.queue, v_in.tenant, v_in.grp, v_seq, v_in.priority, v_run_at,
-                    v_in.max_attempts, CASE WHEN v_run_at <= p_now THEN 1 ELSE 0 END, v_in.key,
-                    p_now, p_now, v_in.payload)
+            -- The head of an empty group waits out the gap since the group
+            -- last moved on.
+            IF v_head AND g.gap_until IS NOT NULL THEN
+                v_run_at := greatest(v_run_at, g.gap_until);
+            END IF;
+            INSERT INTO jobs (id, queue, tenant, group_key, session, seq, priority, run_at,
+                              max_attempts, state, idempotency_key, created_at, updated_at,
+                              payload)
+            VALUES (v_in.id, v_in.queue, v_in.tenant, v_in.grp, v_in.sess, v_seq, v_in.priority,
+                    v_run_at, v_in.max_attempts, CASE WHEN v_run_at <= p_now THEN 1 ELSE 0 END,
+                    v_in.key, p_now, p_now, v_in.payload)
             RETURNING * INTO j;
             RETURN QUERY SELECT v_in.ord::integer, 1::smallint, (j).*;
             IF v_head THEN
-                INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
-                VALUES (v_in.id, v_in.queue, v_in.grp, v_in.priority, v_run_at, v_seq,
+                INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
+                VALUES (v_in.id, v_in.queue, v_in.grp, v_in.sess, v_in.priority, v_run_at, v_seq,
                         v_run_at <= p_now);
             END IF;
             UPDATE groups SET last_run_at = greatest(last_run_at, v_run_at)
@@ -323,16 +486,16 @@ BEGIN
     v_seqs := ARRAY(SELECT nextval('job_seq') FROM generate_series(1, cardinality(v_flat)));
     RETURN QUERY
     WITH new AS (
-        INSERT INTO jobs (id, queue, tenant, group_key, seq, priority, run_at, max_attempts,
-                          state, idempotency_key, created_at, updated_at, payload)
-        SELECT t.id, t.queue, t.tenant, NULL, v_seqs[t.rank], t.priority, r.run_at,
+        INSERT INTO jobs (id, queue, tenant, group_key, session, seq, priority, run_at,
+                          max_attempts, state, idempotency_key, created_at, updated_at, payload)
+        SELECT t.id, t.queue, t.tenant, NULL, t.sess, v_seqs[t.rank], t.priority, r.run_at,
                t.max_attempts,
                CASE WHEN r.run_at <= p_now THEN 1 ELSE 0 END, t.key, p_now, p_now, t.payload
         FROM (
             SELECT u.*, row_number() OVER (ORDER BY u.ord)::integer AS rank
-            FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_priorities, p_run_ats,
-                        p_offsets, p_max_attempts, p_keys, p_payloads)
-                 WITH ORDINALITY AS u(id, queue, tenant, grp, priority, run_at, off,
+            FROM unnest(p_ids, p_queues, p_tenants, p_groups, p_sessions, p_priorities,
+                        p_run_ats, p_offsets, p_max_attempts, p_keys, p_payloads)
+                 WITH ORDINALITY AS u(id, queue, tenant, grp, sess, priority, run_at, off,
                                       max_attempts, key, payload, ord)
             WHERE u.grp IS NULL AND v_existing[u.ord::integer] IS NULL
               AND v_src[u.ord::integer] = u.ord
@@ -342,11 +505,20 @@ BEGIN
         ORDER BY t.queue, t.key, t.ord
         RETURNING *
     ), headed AS (
-        INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
-        SELECT new.id, new.queue, NULL, new.priority, new.run_at, new.seq, new.state = 1 FROM new
+        INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
+        SELECT new.id, new.queue, NULL, new.session, new.priority, new.run_at, new.seq,
+               new.state = 1
+        FROM new
     )
     SELECT v_flat[(row_number() OVER (ORDER BY new.seq))::integer], 1::smallint, new.*
     FROM new;
+
+    -- The batch's sessions: created if new, their fronts and states brought
+    -- up to date with the heads just placed. Last, as every function takes
+    -- sessions.
+    IF cardinality(array_remove(p_sessions, NULL)) > 0 THEN
+        PERFORM wq_sessions_sync(p_queues, p_sessions, NULL, NULL, NULL, p_now);
+    END IF;
 
     -- Tagged with the enqueuing store's origin, whose listener skips it.
     PERFORM pg_notify('wq:' || current_schema(),
@@ -364,13 +536,28 @@ BEGIN
 END $$;
 
 -- Hands out up to p_limit jobs of a queue: due heads in priority order,
--- skipping heads another claim holds. Returns the jobs, now running.
+-- skipping heads another claim holds, and heads of sessions that may not
+-- start a job. Returns the jobs, now running.
+--
+-- Heads without a session come from `heads_ready`. Heads of sessions come
+-- through the sessions that may start one (`sessions_ready`, by their best
+-- head): the first p_limit of them, each with as many of its heads as it
+-- may start (`max_running` less its running jobs; one under a rate, since
+-- the start pushes `next_start` past now). Those are the only heads a
+-- session can contribute to the first p_limit in key order, so the merge
+-- hands out what a walk through every due head would, and a blocked
+-- session's heads are never read.
 CREATE FUNCTION claim(p_queue text, p_limit integer, p_now timestamptz,
                       p_lease_until timestamptz, p_worker text)
 RETURNS SETOF jobs
 LANGUAGE plpgsql AS $$
 DECLARE
     v_paused boolean;
+    v_due boolean;
+    v_session_due boolean;
+    v_sessions boolean;
+    v_names text[];
+    v_allow integer[];
 BEGIN
     SELECT paused INTO v_paused FROM queues WHERE name = p_queue;
     IF NOT FOUND THEN
@@ -379,26 +566,112 @@ BEGIN
     IF v_paused OR p_limit <= 0 THEN
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND NOT ready AND run_at <= p_now) THEN
+    SELECT EXISTS (SELECT 1 FROM heads
+                   WHERE queue = p_queue AND NOT ready AND session IS NULL AND run_at <= p_now),
+           EXISTS (SELECT 1 FROM heads
+                   WHERE queue = p_queue AND NOT ready AND session IS NOT NULL
+                     AND run_at <= p_now)
+           OR EXISTS (SELECT 1 FROM sessions
+                      WHERE queue = p_queue AND state = 1 AND next_start <= p_now),
+           EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2)
+    INTO v_due, v_session_due, v_sessions;
+    IF v_due THEN
         PERFORM wq_promote(p_queue, p_now, 1000);
     END IF;
+    IF v_session_due THEN
+        PERFORM wq_promote_sessions(p_queue, p_now, 1000);
+        v_sessions := true;
+    END IF;
+
+    -- The sessions that may start a job, SKIP LOCKED: a session another
+    -- claim holds is its to start. Rechecked by this claim's clock, which
+    -- may be behind the one that made the session ready.
+    IF v_sessions THEN
+        SELECT array_agg(x.session), array_agg(x.allow)
+        INTO v_names, v_allow
+        FROM (SELECT s.session,
+                     least(p_limit, coalesce(s.max_running - s.running, p_limit),
+                           CASE WHEN s.rate_starts IS NULL THEN p_limit ELSE 1 END) AS allow
+              FROM sessions s
+              WHERE s.queue = p_queue AND s.state = 2
+                AND (s.rate_starts IS NULL OR s.next_start IS NULL OR s.next_start <= p_now)
+              ORDER BY s.front_priority, s.front_run_at, s.front_seq
+              LIMIT p_limit
+              FOR UPDATE SKIP LOCKED) x;
+    END IF;
+
+    IF v_names IS NULL THEN
+        -- No session to start: the one index, as before sessions.
+        RETURN QUERY
+        WITH picked AS (
+            DELETE FROM heads h
+            WHERE h.id = ANY(ARRAY(
+                SELECT id FROM heads
+                WHERE queue = p_queue AND ready AND session IS NULL
+                ORDER BY priority, run_at, seq
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED))
+            RETURNING h.id
+        )
+        UPDATE jobs j
+        SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
+            lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+        FROM picked
+        WHERE j.id = picked.id
+        RETURNING j.*;
+        RETURN;
+    END IF;
+
+    -- Holding sessions, this claim must wait for no lock: heads and their
+    -- jobs are taken SKIP LOCKED together.
     RETURN QUERY
-    WITH picked AS (
-        DELETE FROM heads h
-        WHERE h.id = ANY(ARRAY(
-            SELECT id FROM heads
-            WHERE queue = p_queue AND ready
-            ORDER BY priority, run_at, seq
+    WITH cand AS (
+        SELECT c.id, c.priority, c.run_at, c.seq FROM (
+            SELECT h.id, h.priority, h.run_at, h.seq
+            FROM heads h JOIN jobs j ON j.id = h.id
+            WHERE h.queue = p_queue AND h.ready AND h.session IS NULL
+            ORDER BY h.priority, h.run_at, h.seq
             LIMIT p_limit
-            FOR UPDATE SKIP LOCKED))
+            FOR UPDATE OF h, j SKIP LOCKED) c
+        UNION ALL
+        SELECT x.id, x.priority, x.run_at, x.seq
+        FROM unnest(v_names, v_allow) AS t(name, allow)
+        CROSS JOIN LATERAL (
+            SELECT h.id, h.priority, h.run_at, h.seq
+            FROM heads h JOIN jobs j ON j.id = h.id
+            WHERE h.queue = p_queue AND h.session = t.name AND h.session IS NOT NULL AND h.ready
+            ORDER BY h.priority, h.run_at, h.seq
+            LIMIT t.allow
+            FOR UPDATE OF h, j SKIP LOCKED) x
+    ), picked AS (
+        DELETE FROM heads h
+        WHERE h.id = ANY(ARRAY(SELECT id FROM cand ORDER BY priority, run_at, seq LIMIT p_limit))
         RETURNING h.id
+    ), started AS (
+        UPDATE jobs j
+        SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
+            lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+        FROM picked
+        WHERE j.id = picked.id
+        RETURNING j.*
+    ), counted AS (
+        -- Each start counts, and under a rate (one start per claim) pushes
+        -- the next one back by the spacing plus the token's share of the
+        -- jitter: Rate::spacing_after, in integer microseconds.
+        UPDATE sessions s
+        SET running = s.running + c.n,
+            next_start = CASE WHEN s.rate_starts IS NULL THEN s.next_start
+                              ELSE p_now + (s.rate_per_us / s.rate_starts
+                                            + s.rate_jitter_us
+                                              * ((c.token % 65536) * 40503 % 65536) / 65536)
+                                           * interval '1 microsecond' END
+        FROM (SELECT session, count(*)::integer AS n, max(lease_token) AS token
+              FROM started WHERE session IS NOT NULL GROUP BY session) c
+        WHERE s.queue = p_queue AND s.session = c.session
     )
-    UPDATE jobs j
-    SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
-        lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
-    FROM picked
-    WHERE j.id = picked.id
-    RETURNING j.*;
+    SELECT * FROM started;
+    PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
+                             NULL, NULL, NULL, p_now);
 END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
@@ -417,10 +690,10 @@ BEGIN
         SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
             lease_expires_at = NULL, lease_worker = NULL
         WHERE id = ANY(p_ids)
-        RETURNING id, queue, group_key, priority, run_at, seq, state
+        RETURNING id, queue, group_key, session, priority, run_at, seq, state
     ), headed AS (
-        INSERT INTO heads (id, queue, group_key, priority, run_at, seq, ready)
-        SELECT id, queue, group_key, priority, run_at, seq, state = 1 FROM placed
+        INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
+        SELECT id, queue, group_key, session, priority, run_at, seq, state = 1 FROM placed
         RETURNING queue
     )
     SELECT array_agg(DISTINCT queue) INTO v_queues FROM headed;
@@ -446,6 +719,12 @@ DECLARE
     v_empty_groups text[];
     v_grouped boolean;
     v_drop boolean;
+    v_gapped boolean;
+    -- Sessions of the jobs that left running, and of the next heads.
+    v_sq text[];
+    v_ss text[];
+    v_nq text[];
+    v_ns text[];
     r job_result;
 BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0 THEN
@@ -468,17 +747,22 @@ BEGIN
            coalesce(array_agg(inp.id) FILTER (WHERE f.fate IN (3, 4, 5)), '{}'),
            coalesce(array_agg(inp.id) FILTER (WHERE f.fate = -1), '{}'),
            coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL), false),
-           coalesce(bool_or(f.fate IN (3, 5) AND j.drop_done), false)
-    INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop
+           coalesce(bool_or(f.fate IN (3, 5)
+                            AND (j.cfg->'retention'->>'completed')::bigint = 0), false),
+           coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL
+                            AND coalesce((j.cfg->>'group_gap')::bigint, 0) > 0), false),
+           array_agg(j.queue) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL),
+           array_agg(j.session) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL)
+    INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop, v_gapped,
+         v_sq, v_ss
     FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
     -- Only running jobs are locked: a stale worker's acknowledgement of a
     -- job that waits again must not hold its row, which a claim may be
     -- about to take while holding other rows.
     LEFT JOIN (
-        SELECT id, group_key, state, lease_token, lease_expires_at, cancel_requested, attempt,
-               max_attempts,
-               (SELECT (q.config->'retention'->>'completed')::bigint = 0
-                FROM queues q WHERE q.name = jobs.queue) AS drop_done
+        SELECT id, queue, group_key, session, state, lease_token, lease_expires_at,
+               cancel_requested, attempt, max_attempts,
+               (SELECT q.config FROM queues q WHERE q.name = jobs.queue) AS cfg
         FROM jobs WHERE id = ANY(p_ids) AND state = 2
         ORDER BY id
         FOR UPDATE
@@ -535,8 +819,9 @@ BEGIN
     -- Groups whose head finished (locked since the start; LATERAL keeps
     -- each a key lookup): a dead head of a holding queue holds its group;
     -- every other group moves on to its next job, or is forgotten when
-    -- nothing is left and its chain is past. This statement began after
-    -- the locks were granted, so it sees every job stored into the group.
+    -- nothing is left and neither its chain nor its gap lies ahead. This
+    -- statement began after the locks were granted, so it sees every job
+    -- stored into the group.
     v_next := '{}';
     IF v_grouped THEN
         IF 4 = ANY(v_fate) THEN
@@ -549,8 +834,10 @@ BEGIN
         END IF;
         SELECT coalesce(array_agg(n.id) FILTER (WHERE n.id IS NOT NULL), '{}'),
                coalesce(array_agg(f.queue) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
-               coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}')
-        INTO v_next, v_empty_queues, v_empty_groups
+               coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
+               array_agg(n.queue) FILTER (WHERE n.session IS NOT NULL),
+               array_agg(n.session) FILTER (WHERE n.session IS NOT NULL)
+        INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns
         FROM (SELECT queue, group_key FROM jobs
               WHERE id = ANY(v_finished) AND group_key IS NOT NULL
               ORDER BY queue, group_key) f
@@ -558,13 +845,31 @@ BEGIN
             SELECT held_by FROM groups g
             WHERE g.queue = f.queue AND g.group_key = f.group_key) g
         LEFT JOIN LATERAL (
-            SELECT w.id FROM jobs w
+            SELECT w.id, w.queue, w.session FROM jobs w
             WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
             ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
+        -- Groups that moved on remember their gap; their next heads wait it
+        -- out.
+        IF v_gapped THEN
+            UPDATE groups g
+            SET gap_until = p_now + (q.config->>'group_gap')::bigint * interval '1 millisecond'
+            FROM jobs j JOIN queues q ON q.name = j.queue
+            WHERE j.id = ANY(v_finished) AND j.group_key IS NOT NULL
+              AND coalesce((q.config->>'group_gap')::bigint, 0) > 0
+              AND g.queue = j.queue AND g.group_key = j.group_key AND g.held_by IS NULL;
+            IF cardinality(v_next) > 0 THEN
+                UPDATE jobs j SET run_at = greatest(j.run_at, g.gap_until)
+                FROM groups g
+                WHERE j.id = ANY(v_next)
+                  AND g.queue = j.queue AND g.group_key = j.group_key
+                  AND g.gap_until IS NOT NULL;
+            END IF;
+        END IF;
         FOR i IN 1 .. cardinality(v_empty_queues) LOOP
             DELETE FROM groups
             WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
-              AND held_by IS NULL AND last_run_at <= p_now;
+              AND held_by IS NULL AND last_run_at <= p_now
+              AND (gap_until IS NULL OR gap_until <= p_now);
         END LOOP;
     END IF;
     -- Completed and cancelled jobs of zero-retention queues leave at once.
@@ -580,6 +885,14 @@ BEGIN
     IF cardinality(v_requeued) + cardinality(v_next) > 0 THEN
         PERFORM wq_place_all(v_requeued || v_next, p_now);
     END IF;
+    -- Sessions last: a job that left running frees its session's slot, a
+    -- head placed may change its session's front.
+    IF v_sq IS NOT NULL OR v_nq IS NOT NULL THEN
+        PERFORM wq_sessions_sync(coalesce(v_sq, '{}') || coalesce(v_nq, '{}'),
+                                 coalesce(v_ss, '{}') || coalesce(v_ns, '{}'),
+                                 array_fill(1, ARRAY[coalesce(cardinality(v_sq), 0)]),
+                                 NULL, NULL, p_now);
+    END IF;
 
     FOR i IN 1 .. cardinality(p_ids) LOOP
         r := NULL;
@@ -593,15 +906,32 @@ BEGIN
     END LOOP;
 END $$;
 
--- When a queue's next job is due: `p_now` if a head is ready, else the
--- earliest scheduled head's run_at; NULL when nothing waits or the queue is
--- paused. No row for an unknown queue.
+-- When a queue's next job is due: `p_now` if a head without a session or
+-- a session may start one now; else the earliest scheduled head's run_at
+-- or session's `next_start` (a session that is paused or full counts only
+-- once it may start again, which wakes the workers); NULL when nothing
+-- waits or the queue is paused. No row for an unknown queue.
 CREATE FUNCTION next_due(p_queue text, p_now timestamptz) RETURNS TABLE (due timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT CASE
                WHEN q.paused THEN NULL
-               WHEN EXISTS (SELECT 1 FROM heads WHERE queue = p_queue AND ready) THEN p_now
-               ELSE (SELECT min(run_at) FROM heads WHERE queue = p_queue AND NOT ready)
+               WHEN EXISTS (SELECT 1 FROM heads
+                            WHERE queue = p_queue AND ready AND session IS NULL)
+                    OR EXISTS (SELECT 1 FROM sessions s
+                               WHERE s.queue = p_queue AND s.state = 2
+                                 AND (s.rate_starts IS NULL OR s.next_start IS NULL
+                                      OR s.next_start <= p_now))
+                   THEN p_now
+               -- A ready session whose start this caller's clock puts
+               -- ahead counts from its `next_start`, as a waiting one does.
+               ELSE least((SELECT min(run_at) FROM heads
+                           WHERE queue = p_queue AND NOT ready AND session IS NULL),
+                          (SELECT min(run_at) FROM heads
+                           WHERE queue = p_queue AND NOT ready AND session IS NOT NULL),
+                          (SELECT min(next_start) FROM sessions
+                           WHERE queue = p_queue AND state = 1),
+                          (SELECT min(next_start) FROM sessions
+                           WHERE queue = p_queue AND state = 2))
            END
     FROM queues q WHERE q.name = p_queue
 $$;
@@ -684,6 +1014,11 @@ DECLARE
     j jobs;
     v_ids uuid[];
     v_lapsed constant text := 'lease expired: the worker stopped heartbeating (crashed or stalled)';
+    -- Sessions of the jobs rescued, and the groups that may have a new head.
+    v_sq text[] := '{}';
+    v_ss text[] := '{}';
+    v_gq text[] := '{}';
+    v_gk text[] := '{}';
 BEGIN
     retried := 0;
     dead := 0;
@@ -706,6 +1041,14 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     LOOP
         CONTINUE WHEN j.state <> 2 OR j.lease_expires_at > p_now;
+        IF j.session IS NOT NULL THEN
+            v_sq := v_sq || j.queue;
+            v_ss := v_ss || j.session;
+        END IF;
+        IF j.group_key IS NOT NULL THEN
+            v_gq := v_gq || j.queue;
+            v_gk := v_gk || j.group_key;
+        END IF;
         IF j.cancel_requested THEN
             PERFORM wq_finish(j.id, 5::smallint, NULL, p_now);
             cancelled := cancelled + 1;
@@ -718,6 +1061,8 @@ BEGIN
             retried := retried + 1;
         END IF;
     END LOOP;
+    PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), v_gq, v_gk,
+                             p_now);
     RETURN NEXT;
 END $$;
 
@@ -760,6 +1105,11 @@ BEGIN
     ELSE
         v_outcome := 1;
     END IF;
+    -- The job's session lost a head, the group's may have gained one.
+    IF v_outcome = 0 AND j.state <> 2 THEN
+        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL,
+                                 ARRAY[j.queue], ARRAY[j.group_key], p_now);
+    END IF;
     RETURN QUERY SELECT 1, v_outcome, (j).*;
 END $$;
 
@@ -785,6 +1135,8 @@ DECLARE
     j jobs;
     g groups;
     v_count integer := 0;
+    v_sq text[] := '{}';
+    v_ss text[] := '{}';
 BEGIN
     FOR d IN
         SELECT * FROM jobs
@@ -813,11 +1165,20 @@ BEGIN
                 SELECT 1 FROM jobs
                 WHERE queue = j.queue AND group_key = j.group_key AND state < 3 AND id <> j.id)
             THEN
+                -- The head of an empty group waits out its gap.
+                IF g.gap_until IS NOT NULL THEN
+                    UPDATE jobs SET run_at = greatest(run_at, g.gap_until) WHERE id = j.id;
+                END IF;
                 PERFORM wq_place(j.id, p_now);
             END IF;
         END IF;
+        IF j.session IS NOT NULL THEN
+            v_sq := v_sq || j.queue;
+            v_ss := v_ss || j.session;
+        END IF;
         v_count := v_count + 1;
     END LOOP;
+    PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL, p_now);
     RETURN v_count;
 END $$;
 
@@ -827,6 +1188,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     d jobs;
     v_count integer := 0;
+    v_gq text[] := '{}';
+    v_gk text[] := '{}';
 BEGIN
     FOR d IN
         SELECT * FROM jobs
@@ -834,7 +1197,13 @@ BEGIN
         ORDER BY queue, group_key, seq
     LOOP
         v_count := v_count + wq_purge(d.id, p_now);
+        IF d.group_key IS NOT NULL THEN
+            v_gq := v_gq || d.queue;
+            v_gk := v_gk || d.group_key;
+        END IF;
     END LOOP;
+    -- A group a purged head held has a new head, maybe of a session.
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk, p_now);
     RETURN v_count;
 END $$;
 
@@ -846,6 +1215,8 @@ DECLARE
     d record;
     v_left integer := p_limit;
     v_gone integer;
+    v_gq text[] := '{}';
+    v_gk text[] := '{}';
 BEGIN
     FOR q IN SELECT * FROM queues ORDER BY name LOOP
         EXIT WHEN v_left <= 0;
@@ -861,7 +1232,7 @@ BEGIN
         -- Dead jobs one at a time: a dead head may hold its group. The
         -- oldest ones, taken in group order, as every function locks groups.
         FOR d IN
-            SELECT x.id FROM (
+            SELECT x.id, x.group_key FROM (
                 SELECT id, group_key FROM jobs
                 WHERE queue = q.name AND state = 4
                   AND finished_at <= p_now - (q.config->'retention'->>'dead')::bigint
@@ -871,7 +1242,40 @@ BEGIN
             ORDER BY x.group_key, x.id
         LOOP
             v_left := v_left - wq_purge(d.id, p_now);
+            IF d.group_key IS NOT NULL THEN
+                v_gq := v_gq || q.name;
+                v_gk := v_gk || d.group_key;
+            END IF;
         END LOOP;
     END LOOP;
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk, p_now);
     RETURN p_limit - v_left;
+END $$;
+
+-- Sets a session's limits (p_limits) and/or its pause (p_paused not NULL),
+-- creating it if needed, and brings its state up to date: a session that
+-- may start a job again wakes the queue's workers.
+CREATE FUNCTION set_session(p_queue text, p_session text, p_limits boolean,
+                            p_max_running integer, p_rate_starts integer, p_rate_per_us bigint,
+                            p_rate_jitter_us bigint, p_paused boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
+    END IF;
+    INSERT INTO sessions AS s (queue, session, max_running, rate_starts, rate_per_us,
+                               rate_jitter_us, paused)
+    VALUES (p_queue, p_session, p_max_running, p_rate_starts, p_rate_per_us, p_rate_jitter_us,
+            coalesce(p_paused, false))
+    ON CONFLICT (queue, session) DO UPDATE
+    SET max_running = CASE WHEN p_limits THEN p_max_running ELSE s.max_running END,
+        rate_starts = CASE WHEN p_limits THEN p_rate_starts ELSE s.rate_starts END,
+        rate_per_us = CASE WHEN p_limits THEN p_rate_per_us ELSE s.rate_per_us END,
+        rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END,
+        paused = coalesce(p_paused, s.paused);
+    -- No clock here: a session with a rate and a past start waits for the
+    -- next claim or promotion to judge `next_start` by its own.
+    PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL, NULL);
 END $$;

@@ -2,7 +2,8 @@
 -- waiting jobs has one head, its lowest unfinished sequence, claimable (a
 -- `heads` row) or running; every running job has a lease the rescuer finds.
 --
--- Anomaly kinds: 1 headless, 2 misplaced head, 3 unleased. The findings come
+-- Anomaly kinds: 1 headless, 2 misplaced head, 3 unleased. A head of a
+-- session is a claimable head like any other: it is in `heads`. The findings come
 -- from one statement, so from one consistent snapshot; each repair locks the
 -- group and checks again before it writes, since the snapshot may be stale.
 
@@ -22,11 +23,13 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Repairs one finding after rechecking it under the group's lock; returns
--- whether it wrote anything.
+-- whether it wrote anything. A head placed or taken back is synced into
+-- its session, last, as every function takes sessions.
 CREATE FUNCTION wq_repair(p_kind smallint, p_id uuid, p_now timestamptz) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
+    h heads;
 BEGIN
     -- The group, its `heads` row, then the job: the order every function
     -- locks in (a claim holds a `heads` row while it takes the job's).
@@ -38,14 +41,19 @@ BEGIN
             RETURN false;
         END IF;
         PERFORM wq_place(p_id, p_now);
+        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL, NULL, NULL, p_now);
         RETURN true;
     ELSIF p_kind = 2 THEN
         -- Only a waiting head can be taken back; a running one must finish.
         IF FOUND AND (j.state = 2 OR wq_should_head(j)) THEN
             RETURN false;
         END IF;
-        DELETE FROM heads WHERE id = p_id;
-        RETURN FOUND;
+        DELETE FROM heads WHERE id = p_id RETURNING * INTO h;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+        PERFORM wq_sessions_sync(ARRAY[h.queue], ARRAY[h.session], NULL, NULL, NULL, p_now);
+        RETURN true;
     ELSE
         UPDATE jobs
         SET lease_token = coalesce(lease_token, nextval('lease_tokens')),

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use wq_core::{
     AckAction, AckOutcome, ExtendOutcome, GroupKey, Job, JobId, JobState, Lease, Payload,
-    QueueName, Timestamp,
+    QueueName, SessionKey, Timestamp,
 };
 
 /// A wq time as Postgres' `timestamptz` (both count microseconds).
@@ -105,6 +105,9 @@ pub fn job(row: &PgRow) -> Result<Job, sqlx::Error> {
     job.group = row
         .try_get::<Option<String>, _>("group_key")?
         .map(GroupKey::new);
+    job.session = row
+        .try_get::<Option<String>, _>("session")?
+        .map(SessionKey::new);
     job.seq = unsigned(row.try_get("seq")?, "seq")?;
     job.priority = row.try_get("priority")?;
     job.run_at = from_pg(row.try_get("run_at")?);

@@ -11,6 +11,8 @@
 //! - one job in flight per group is enforced by a unique index;
 //! - enqueues into one group serialize on the group's row, which makes
 //!   sequences, time chaining and idempotency keys atomic;
+//! - sessions keep their limits and pause in the store, checked inside the
+//!   claim, which reaches a session's jobs only while it may start one;
 //! - idle workers wake on `LISTEN`/`NOTIFY`.
 //!
 //! Tables live in a schema the application names, so several applications
@@ -39,6 +41,7 @@ mod codec;
 mod error;
 mod listen;
 mod lock;
+mod sessions;
 mod sql;
 mod store;
 

@@ -41,15 +41,27 @@ pub struct Sql {
     pub acquire_lock: SqlStr,
     pub renew_lock: SqlStr,
     pub release_lock: SqlStr,
+    pub set_session: SqlStr,
+    pub session_info: SqlStr,
+    pub list_sessions: SqlStr,
 }
 
 impl Sql {
     /// The statements for `schema` (a validated identifier).
     pub fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
+        // A session as operators see it; `waiting` from its partial index.
+        let session = format!(
+            "SELECT s.session, s.max_running, s.rate_starts, s.rate_per_us, s.rate_jitter_us, \
+               s.paused, s.running, s.next_start, \
+               (SELECT count(*) FROM {s}.jobs j \
+                 WHERE j.queue = s.queue AND j.session = s.session AND j.state < 2 \
+                   AND j.session IS NOT NULL) AS waiting \
+             FROM {s}.sessions s"
+        );
         Self {
             enqueue: stmt(format!(
-                "SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                "SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             )),
             claim: stmt(format!("SELECT * FROM {s}.claim($1, $2, $3, $4, $5)")),
             ack_and_claim: stmt(format!(
@@ -134,6 +146,26 @@ impl Sql {
             )),
             release_lock: stmt(format!(
                 "DELETE FROM {s}.locks WHERE name = $1 AND token = $2"
+            )),
+            set_session: stmt(format!(
+                "SELECT {s}.set_session($1, $2, $3, $4, $5, $6, $7, $8)::text"
+            )),
+            // A row for the queue (none: no such queue) joined with the
+            // session, or the page (NULL columns: none).
+            session_info: stmt(format!(
+                "SELECT x.* FROM {s}.queues q \
+                 LEFT JOIN LATERAL ({session} WHERE s.queue = q.name AND s.session = $2) x \
+                   ON true \
+                 WHERE q.name = $1"
+            )),
+            // `> $2`, with '' for the first page: a bound the index can
+            // use (session keys are never empty).
+            list_sessions: stmt(format!(
+                "SELECT x.* FROM {s}.queues q \
+                 LEFT JOIN LATERAL ({session} \
+                   WHERE s.queue = q.name AND s.session > $2 ORDER BY s.session LIMIT $3) x \
+                   ON true \
+                 WHERE q.name = $1"
             )),
         }
     }

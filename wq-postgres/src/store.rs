@@ -30,6 +30,7 @@ struct EnqueueArgs {
     queues: Vec<String>,
     tenants: Vec<Option<String>>,
     groups: Vec<Option<String>>,
+    sessions: Vec<Option<String>>,
     priorities: Vec<i16>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     offsets: Vec<Option<i64>>,
@@ -46,6 +47,7 @@ impl EnqueueArgs {
             a.queues.push(j.queue.to_string());
             a.tenants.push(j.tenant.as_deref().map(str::to_owned));
             a.groups.push(j.group.as_ref().map(|g| g.to_string()));
+            a.sessions.push(j.session.as_ref().map(|s| s.to_string()));
             a.priorities.push(j.priority);
             let (run_at, offset) = match j.run_at {
                 RunAt::At(t) => (Some(to_pg(t)), None),
@@ -184,6 +186,7 @@ impl PgStore {
             .bind(&args.queues)
             .bind(&args.tenants)
             .bind(&args.groups)
+            .bind(&args.sessions)
             .bind(&args.priorities)
             .bind(&args.run_ats)
             .bind(&args.offsets)
