@@ -11,6 +11,10 @@
 //! - A claim pops due group heads from a sorted set: only ungrouped jobs
 //!   and the head of each group are ever in it, so its cost does not grow
 //!   with the backlog behind them.
+//! - Sessions (`wq_core::Sessions`) keep their due heads in an index of
+//!   their own; the claim reaches them through an index of the sessions
+//!   that may start a job now, so a paused, full or rate-limited session
+//!   costs it nothing.
 //! - Scripts publish on the queue's channel when work may have become
 //!   claimable; a pub/sub connection per store wakes idle workers.
 //! - `wq_core::Audit` checks a queue's invariants page by page (a script
