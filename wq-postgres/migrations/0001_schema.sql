@@ -112,7 +112,8 @@ CREATE TABLE groups (
 -- start one: `state` (0 blocked: paused, full or no ready head; 1 waiting
 -- for `next_start`; 2 ready) and `front`, the key of its best ready head.
 -- `wq_sessions_sync` recomputes both whenever a head, the running count,
--- the pause or the limits change.
+-- the pause or the limits change; only a claim's promotion, by its clock,
+-- moves a session from waiting to ready (`rate_open`).
 CREATE TABLE sessions (
     queue          text NOT NULL,
     session        text COLLATE "C" NOT NULL,
@@ -128,6 +129,8 @@ CREATE TABLE sessions (
     -- The earliest time its rate lets it start a job; NULL before the first
     -- start under a rate.
     next_start     timestamptz,
+    -- A promotion saw `next_start` pass since the last start.
+    rate_open      boolean NOT NULL DEFAULT false,
     state          smallint NOT NULL DEFAULT 0,
     front_priority smallint,
     front_run_at   timestamptz,

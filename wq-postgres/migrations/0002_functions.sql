@@ -37,11 +37,11 @@ $$;
 -- missing row; then lowers each one's running count by its p_left (how many
 -- of its jobs left running; pairs may repeat) and recomputes its front and
 -- state. Wakes the queue of a session that may start a job sooner than
--- before. p_now NULL (an operator's change, which has no clock) leaves a
--- session with a rate and a past start waiting for `next_start`; the claim
--- and promotion make it ready by their own clocks.
+-- before. No clock is involved: a session with a rate waits from each
+-- start until a promotion, by the claiming process's clock, sees its
+-- `next_start` pass.
 CREATE FUNCTION wq_sessions_sync(p_queues text[], p_sessions text[], p_left integer[],
-                                 p_group_queues text[], p_groups text[], p_now timestamptz)
+                                 p_group_queues text[], p_groups text[])
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -91,7 +91,7 @@ BEGIN
                 WHEN c.seq IS NULL OR s.paused
                      OR (s.max_running IS NOT NULL AND c.running >= s.max_running) THEN 0
                 WHEN s.rate_starts IS NOT NULL AND s.next_start IS NOT NULL
-                     AND (p_now IS NULL OR s.next_start > p_now) THEN 1
+                     AND NOT s.rate_open THEN 1
                 ELSE 2 END
         FROM (
             SELECT w.q, w.s, o.state AS old_state, greatest(o.running - w.n, 0) AS running,
@@ -111,13 +111,12 @@ BEGIN
     PERFORM wq_wake(q) FROM unnest(v_woken) AS t(q);
 END $$;
 
--- When the next head of a queue's groups may run after a group moves on at
--- p_now: p_now plus the queue's group gap; NULL when it has none.
-CREATE FUNCTION wq_gap_until(p_queue text, p_now timestamptz) RETURNS timestamptz
+-- The least time between a group moving on and its next head running
+-- (QueueConfig::group_gap, zero by default).
+CREATE FUNCTION wq_group_gap(p_queue text) RETURNS interval
 LANGUAGE sql STABLE AS $$
-    SELECT p_now + (config->>'group_gap')::bigint * interval '1 millisecond'
-    FROM queues
-    WHERE name = p_queue AND coalesce((config->>'group_gap')::bigint, 0) > 0
+    SELECT coalesce((config->>'group_gap')::bigint, 0) * interval '1 millisecond'
+    FROM queues WHERE name = p_queue
 $$;
 
 -- Locks a group's row, creating it if needed.
@@ -183,27 +182,26 @@ BEGIN
     RETURN j.state;
 END $$;
 
--- The group moves on at p_now: it remembers its gap, and places its next
--- job, no earlier than the gap's end, or is forgotten when nothing is left
--- and neither its chain nor its gap lies ahead. The caller holds the
--- group's lock, and syncs the session of the head placed.
+-- The group moves on at p_now: its gap runs from now (it never shortens),
+-- and it places its next job, no earlier than the gap's end, or is
+-- forgotten when nothing is left and neither its chain nor its gap lies
+-- ahead. With no gap the next job runs no earlier than now: its place in
+-- line dates from when it became the head. The caller holds the group's
+-- lock, and syncs the session of the head placed.
 CREATE FUNCTION wq_advance(p_queue text, p_group text, p_now timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_next uuid;
-    v_gap_until timestamptz := wq_gap_until(p_queue, p_now);
+    v_gap_until timestamptz;
 BEGIN
-    IF v_gap_until IS NOT NULL THEN
-        UPDATE groups SET gap_until = v_gap_until
-        WHERE queue = p_queue AND group_key = p_group;
-    END IF;
+    UPDATE groups SET gap_until = greatest(gap_until, p_now + wq_group_gap(p_queue))
+    WHERE queue = p_queue AND group_key = p_group
+    RETURNING gap_until INTO v_gap_until;
     SELECT id INTO v_next FROM jobs
     WHERE queue = p_queue AND group_key = p_group AND state < 3
     ORDER BY seq LIMIT 1;
     IF FOUND THEN
-        IF v_gap_until IS NOT NULL THEN
-            UPDATE jobs SET run_at = greatest(run_at, v_gap_until) WHERE id = v_next;
-        END IF;
+        UPDATE jobs SET run_at = greatest(run_at, v_gap_until) WHERE id = v_next;
         PERFORM wq_place(v_next, p_now);
     ELSE
         DELETE FROM groups
@@ -341,6 +339,8 @@ BEGIN
     IF cardinality(v_names) = 0 THEN
         RETURN 0;
     END IF;
+    UPDATE sessions SET rate_open = true
+    WHERE queue = p_queue AND session = ANY(v_names) AND state = 1 AND next_start <= p_now;
     IF cardinality(v_heads) > 0 THEN
         WITH due AS (
             UPDATE heads h SET ready = true
@@ -351,7 +351,7 @@ BEGIN
         GET DIAGNOSTICS v_moved = ROW_COUNT;
     END IF;
     PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
-                             NULL, NULL, NULL, p_now);
+                             NULL, NULL, NULL);
     RETURN v_moved;
 END $$;
 
@@ -380,6 +380,8 @@ DECLARE
     g groups;
     j jobs;
     v_in record;
+    v_sq text[];
+    v_ss text[];
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -513,11 +515,15 @@ BEGIN
     SELECT v_flat[(row_number() OVER (ORDER BY new.seq))::integer], 1::smallint, new.*
     FROM new;
 
-    -- The batch's sessions: created if new, their fronts and states brought
-    -- up to date with the heads just placed. Last, as every function takes
-    -- sessions.
+    -- The sessions of the jobs stored: created if new, their fronts and
+    -- states brought up to date with the heads just placed. Last, as every
+    -- function takes sessions. (A job that existed names nothing new.)
     IF cardinality(array_remove(p_sessions, NULL)) > 0 THEN
-        PERFORM wq_sessions_sync(p_queues, p_sessions, NULL, NULL, NULL, p_now);
+        SELECT array_agg(t.q), array_agg(t.s) INTO v_sq, v_ss
+        FROM unnest(p_queues, p_sessions) WITH ORDINALITY AS t(q, s, ord)
+        WHERE t.s IS NOT NULL AND v_existing[t.ord::integer] IS NULL
+          AND v_src[t.ord::integer] = t.ord;
+        PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL);
     END IF;
 
     -- Tagged with the enqueuing store's origin, whose listener skips it.
@@ -584,8 +590,7 @@ BEGIN
     END IF;
 
     -- The sessions that may start a job, SKIP LOCKED: a session another
-    -- claim holds is its to start. Rechecked by this claim's clock, which
-    -- may be behind the one that made the session ready.
+    -- claim holds is its to start.
     IF v_sessions THEN
         SELECT array_agg(x.session), array_agg(x.allow)
         INTO v_names, v_allow
@@ -594,7 +599,6 @@ BEGIN
                            CASE WHEN s.rate_starts IS NULL THEN p_limit ELSE 1 END) AS allow
               FROM sessions s
               WHERE s.queue = p_queue AND s.state = 2
-                AND (s.rate_starts IS NULL OR s.next_start IS NULL OR s.next_start <= p_now)
               ORDER BY s.front_priority, s.front_run_at, s.front_seq
               LIMIT p_limit
               FOR UPDATE SKIP LOCKED) x;
@@ -660,6 +664,7 @@ BEGIN
         -- jitter: Rate::spacing_after, in integer microseconds.
         UPDATE sessions s
         SET running = s.running + c.n,
+            rate_open = CASE WHEN s.rate_starts IS NULL THEN s.rate_open ELSE false END,
             next_start = CASE WHEN s.rate_starts IS NULL THEN s.next_start
                               ELSE p_now + (s.rate_per_us / s.rate_starts
                                             + s.rate_jitter_us
@@ -671,12 +676,14 @@ BEGIN
     )
     SELECT * FROM started;
     PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
-                             NULL, NULL, NULL, p_now);
+                             NULL, NULL, NULL);
 END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
+-- each no earlier than its floor (p_floors, by position; NULL for none),
 -- available if due, scheduled otherwise, leases cleared; wakes their queues.
-CREATE FUNCTION wq_place_all(p_ids uuid[], p_now timestamptz) RETURNS void
+CREATE FUNCTION wq_place_all(p_ids uuid[], p_floors timestamptz[], p_now timestamptz)
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_queues text[];
@@ -687,8 +694,10 @@ BEGIN
     -- Jobs an acknowledgement put back keep its token (see `ack`).
     WITH placed AS (
         UPDATE jobs
-        SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
-            lease_expires_at = NULL, lease_worker = NULL
+        SET run_at = greatest(run_at, p_floors[array_position(p_ids, id)]),
+            state = CASE WHEN greatest(run_at, p_floors[array_position(p_ids, id)]) <= p_now
+                         THEN 1 ELSE 0 END,
+            updated_at = p_now, lease_expires_at = NULL, lease_worker = NULL
         WHERE id = ANY(p_ids)
         RETURNING id, queue, group_key, session, priority, run_at, seq, state
     ), headed AS (
@@ -715,6 +724,7 @@ DECLARE
     v_finished uuid[];
     v_requeued uuid[];
     v_next uuid[];
+    v_floors timestamptz[];
     v_empty_queues text[];
     v_empty_groups text[];
     v_grouped boolean;
@@ -836,40 +846,40 @@ BEGIN
                coalesce(array_agg(f.queue) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
                coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
                array_agg(n.queue) FILTER (WHERE n.session IS NOT NULL),
-               array_agg(n.session) FILTER (WHERE n.session IS NOT NULL)
-        INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns
+               array_agg(n.session) FILTER (WHERE n.session IS NOT NULL),
+               coalesce(array_agg(greatest(g.gap_until, p_now + wq_group_gap(f.queue)))
+                            FILTER (WHERE n.id IS NOT NULL), '{}')
+        INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns, v_floors
         FROM (SELECT queue, group_key FROM jobs
               WHERE id = ANY(v_finished) AND group_key IS NOT NULL
               ORDER BY queue, group_key) f
         CROSS JOIN LATERAL (
-            SELECT held_by FROM groups g
+            SELECT held_by, gap_until FROM groups g
             WHERE g.queue = f.queue AND g.group_key = f.group_key) g
         LEFT JOIN LATERAL (
             SELECT w.id, w.queue, w.session FROM jobs w
             WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
             ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
-        -- Groups that moved on remember their gap; their next heads wait it
-        -- out.
+        -- Groups that moved on remember their gap (v_floors has what it
+        -- means for their next heads, placed below). Without a gap, only a
+        -- group left empty needs to: its next head is then enqueued later.
         IF v_gapped THEN
             UPDATE groups g
-            SET gap_until = p_now + (q.config->>'group_gap')::bigint * interval '1 millisecond'
-            FROM jobs j JOIN queues q ON q.name = j.queue
+            SET gap_until = greatest(g.gap_until, p_now + wq_group_gap(j.queue))
+            FROM jobs j
             WHERE j.id = ANY(v_finished) AND j.group_key IS NOT NULL
-              AND coalesce((q.config->>'group_gap')::bigint, 0) > 0
               AND g.queue = j.queue AND g.group_key = j.group_key AND g.held_by IS NULL;
-            IF cardinality(v_next) > 0 THEN
-                UPDATE jobs j SET run_at = greatest(j.run_at, g.gap_until)
-                FROM groups g
-                WHERE j.id = ANY(v_next)
-                  AND g.queue = j.queue AND g.group_key = j.group_key
-                  AND g.gap_until IS NOT NULL;
-            END IF;
         END IF;
         FOR i IN 1 .. cardinality(v_empty_queues) LOOP
             DELETE FROM groups
             WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
               AND held_by IS NULL AND last_run_at <= p_now
               AND (gap_until IS NULL OR gap_until <= p_now);
+            IF NOT FOUND THEN
+                UPDATE groups
+                SET gap_until = greatest(gap_until, p_now + wq_group_gap(queue))
+                WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i];
+            END IF;
         END LOOP;
     END IF;
     -- Completed and cancelled jobs of zero-retention queues leave at once.
@@ -883,7 +893,11 @@ BEGIN
           AND (q.config->'retention'->>'completed')::bigint = 0;
     END IF;
     IF cardinality(v_requeued) + cardinality(v_next) > 0 THEN
-        PERFORM wq_place_all(v_requeued || v_next, p_now);
+        -- Jobs back in line keep the times their handlers gave.
+        PERFORM wq_place_all(v_requeued || v_next,
+                             array_fill(NULL::timestamptz, ARRAY[cardinality(v_requeued)])
+                                 || v_floors,
+                             p_now);
     END IF;
     -- Sessions last: a job that left running frees its session's slot, a
     -- head placed may change its session's front.
@@ -891,7 +905,7 @@ BEGIN
         PERFORM wq_sessions_sync(coalesce(v_sq, '{}') || coalesce(v_nq, '{}'),
                                  coalesce(v_ss, '{}') || coalesce(v_ns, '{}'),
                                  array_fill(1, ARRAY[coalesce(cardinality(v_sq), 0)]),
-                                 NULL, NULL, p_now);
+                                 NULL, NULL);
     END IF;
 
     FOR i IN 1 .. cardinality(p_ids) LOOP
@@ -917,21 +931,15 @@ LANGUAGE sql STABLE AS $$
                WHEN q.paused THEN NULL
                WHEN EXISTS (SELECT 1 FROM heads
                             WHERE queue = p_queue AND ready AND session IS NULL)
-                    OR EXISTS (SELECT 1 FROM sessions s
-                               WHERE s.queue = p_queue AND s.state = 2
-                                 AND (s.rate_starts IS NULL OR s.next_start IS NULL
-                                      OR s.next_start <= p_now))
+                    OR EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2)
                    THEN p_now
-               -- A ready session whose start this caller's clock puts
-               -- ahead counts from its `next_start`, as a waiting one does.
+               -- A session whose next start has passed is as good as ready.
                ELSE least((SELECT min(run_at) FROM heads
                            WHERE queue = p_queue AND NOT ready AND session IS NULL),
                           (SELECT min(run_at) FROM heads
                            WHERE queue = p_queue AND NOT ready AND session IS NOT NULL),
-                          (SELECT min(next_start) FROM sessions
-                           WHERE queue = p_queue AND state = 1),
-                          (SELECT min(next_start) FROM sessions
-                           WHERE queue = p_queue AND state = 2))
+                          (SELECT greatest(min(next_start), p_now) FROM sessions
+                           WHERE queue = p_queue AND state = 1 HAVING count(*) > 0))
            END
     FROM queues q WHERE q.name = p_queue
 $$;
@@ -1061,8 +1069,7 @@ BEGIN
             retried := retried + 1;
         END IF;
     END LOOP;
-    PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), v_gq, v_gk,
-                             p_now);
+    PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), v_gq, v_gk);
     RETURN NEXT;
 END $$;
 
@@ -1108,7 +1115,7 @@ BEGIN
     -- The job's session lost a head, the group's may have gained one.
     IF v_outcome = 0 AND j.state <> 2 THEN
         PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL,
-                                 ARRAY[j.queue], ARRAY[j.group_key], p_now);
+                                 ARRAY[j.queue], ARRAY[j.group_key]);
     END IF;
     RETURN QUERY SELECT 1, v_outcome, (j).*;
 END $$;
@@ -1178,7 +1185,7 @@ BEGIN
         END IF;
         v_count := v_count + 1;
     END LOOP;
-    PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL, p_now);
+    PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL);
     RETURN v_count;
 END $$;
 
@@ -1203,7 +1210,7 @@ BEGIN
         END IF;
     END LOOP;
     -- A group a purged head held has a new head, maybe of a session.
-    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk, p_now);
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk);
     RETURN v_count;
 END $$;
 
@@ -1248,7 +1255,7 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk, p_now);
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk);
     RETURN p_limit - v_left;
 END $$;
 
@@ -1275,7 +1282,5 @@ BEGIN
         rate_per_us = CASE WHEN p_limits THEN p_rate_per_us ELSE s.rate_per_us END,
         rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END,
         paused = coalesce(p_paused, s.paused);
-    -- No clock here: a session with a rate and a past start waits for the
-    -- next claim or promotion to judge `next_start` by its own.
-    PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL, NULL);
+    PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL);
 END $$;

@@ -79,7 +79,8 @@ impl Sql {
             prune: stmt(format!("SELECT {s}.prune($1, $2)")),
             promote: stmt(format!(
                 "SELECT moved, CASE WHEN moved > 0 THEN {s}.wq_wake($1)::text END \
-                 FROM (SELECT {s}.wq_promote($1, $2, $3) AS moved) t"
+                 FROM (SELECT {s}.wq_promote($1, $2, $3) \
+                         + {s}.wq_promote_sessions($1, $2, $3) AS moved) t"
             )),
             vacuum_heads: stmt(format!("VACUUM (SKIP_LOCKED) {s}.heads")),
             next_due: stmt(format!("SELECT due FROM {s}.next_due($1, $2)")),
