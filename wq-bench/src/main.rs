@@ -1,4 +1,4 @@
-//! `wq-bench`: runs the design's workloads W1–W5 against a backend and
+//! `wq-bench`: runs the design's workloads W1–W6 against a backend and
 //! prints one JSON line per result on stdout (progress goes to stderr).
 //!
 //! ```text
@@ -9,6 +9,7 @@ mod memory;
 mod postgres;
 mod redis;
 mod report;
+mod sessions;
 mod workloads;
 
 use std::time::Duration;
@@ -35,9 +36,12 @@ enum Workload {
     W3,
     W4,
     W5,
+    /// W5 with most sessions blocked, against plain W5.
+    W5s,
+    W6,
 }
 
-/// Benchmarks wq's workloads W1-W5.
+/// Benchmarks wq's workloads W1-W6.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -110,8 +114,30 @@ async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
             .iter()
             .for_each(report::Report::print);
     }
-    if wants(Workload::W5) {
-        workloads::w5(f, &p)
+    let mut plain_w5 = None;
+    if wants(Workload::W5) || wants(Workload::W5s) {
+        let reports = workloads::w5(f, &p).await?;
+        plain_w5 = reports
+            .iter()
+            .find(|r| r.workload == "W5")
+            .and_then(|r| r.p50_ms);
+        if wants(Workload::W5) {
+            reports.iter().for_each(report::Report::print);
+        }
+    }
+    if wants(Workload::W5s) {
+        for mut r in sessions::w5_sessions(f, &p).await? {
+            r.vs_w5 = r.p50_ms.zip(plain_w5).map(|(s, w)| s / w.max(1e-9));
+            eprintln!(
+                "W5-sessions: claim+ack p50 {:.4} ms, {:.2}x plain W5",
+                r.p50_ms.unwrap_or(0.0),
+                r.vs_w5.unwrap_or(0.0)
+            );
+            r.print();
+        }
+    }
+    if wants(Workload::W6) {
+        sessions::w6(f, &p)
             .await?
             .iter()
             .for_each(report::Report::print);

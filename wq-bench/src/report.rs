@@ -18,6 +18,10 @@ pub struct Report {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub order_violations: Option<u64>,
+    /// Throughput as a share of the ideal the limits allow (W6).
+    pub of_ideal: Option<f64>,
+    /// Claim cost against plain W5 in the same run (W5-sessions).
+    pub vs_w5: Option<f64>,
 }
 
 impl Report {
@@ -40,6 +44,8 @@ impl Report {
             p95_ms: None,
             p99_ms: None,
             order_violations: None,
+            of_ideal: None,
+            vs_w5: None,
         }
     }
 

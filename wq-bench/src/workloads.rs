@@ -38,19 +38,19 @@ pub struct Params {
     pub backlog: u64,
 }
 
-const QUEUE: &str = "bench";
+pub const QUEUE: &str = "bench";
 
 /// The payload every job carries: a realistic outbound message.
 #[derive(Serialize, Deserialize)]
-struct Msg {
-    g: u64,
-    n: u64,
+pub struct Msg {
+    pub g: u64,
+    pub n: u64,
     instance: String,
     to: String,
     text: String,
 }
 
-fn msg(g: u64, n: u64) -> Msg {
+pub fn msg(g: u64, n: u64) -> Msg {
     Msg {
         g,
         n,
@@ -69,7 +69,7 @@ fn job(g: u64, n: u64, grouped: bool) -> Enqueue {
     }
 }
 
-async fn setup<F: Factory>(f: &F) -> Result<(Client<F::Backend>, F::Backend), String> {
+pub async fn setup<F: Factory>(f: &F) -> Result<(Client<F::Backend>, F::Backend), String> {
     let backend = f.fresh().await?;
     let client = Client::new(backend.clone());
     client
@@ -160,7 +160,7 @@ async fn start<B: Backend>(
 
 /// Starts a worker, waits until it has completed `total` jobs, and stops
 /// it; returns how long the jobs took.
-async fn drain<B: Backend>(
+pub async fn drain<B: Backend>(
     client: &Client<B>,
     backend: &B,
     handler: impl Handler,
