@@ -71,7 +71,7 @@ BEGIN
         RETURN;
     END IF;
     SELECT count(l.one) INTO v_locked
-    FROM unnest(v_queues, v_sessions) WITH ORDINALITY AS w(q, s, ord)
+    FROM unnest(v_queues, v_sessions) AS w(q, s)
     LEFT JOIN LATERAL (
         SELECT 1 AS one FROM sessions x WHERE x.queue = w.q AND x.session = w.s FOR UPDATE) l ON true;
     -- A job names its session from its enqueue on, which creates the row;
