@@ -44,14 +44,18 @@ end
 -- next head a turn only while it may start another job in this claim:
 -- below max_running counting this claim's starts, and no rate (a rate
 -- allows one start per claim, as next_start moves past `now`). A session
--- not in `open` is never looked at. Returns the members taken and, for
--- each, its session (false for none).
+-- not in `open` is never looked at; one that is reads, in one call, the
+-- most heads this claim could take from it. Returns the members taken
+-- and, for each, its session (false for none).
 local function pick(limit)
   local free = redis.call('ZRANGE', K.ready, 0, limit - 1)
+  -- Candidates in key order: { sort key, session name }.
   local cands = {}
   for i, m in ipairs(redis.call('ZRANGE', K.open, 0, limit - 1)) do
     cands[i] = { string.sub(m, 1, SORT_KEY_LEN), string.sub(m, SORT_KEY_LEN + 1) }
   end
+  -- Per session taken from: its heads read ahead, and how many were taken.
+  local lines = {}
   local members, owners, taken = {}, {}, {}
   local a = 1
   while #members < limit do
@@ -59,26 +63,32 @@ local function pick(limit)
     if not m and not c then break end
     if c and (not m or c[1] < string.sub(m, 1, SORT_KEY_LEN)) then
       table.remove(cands, 1)
-      local s = session(c[2])
-      local sr = srkey(c[2])
-      members[#members + 1] = redis.call('ZPOPMIN', sr)[1]
-      owners[#members] = c[2]
+      local name = c[2]
+      local s = session(name)
+      local line = lines[name]
+      if not line then
+        local room = limit - #members
+        if s.sp then room = 1 elseif s.mr then room = math.min(room, s.mr - s.running) end
+        line = { heads = redis.call('ZRANGE', srkey(name), 0, room - 1), used = 0 }
+        lines[name] = line
+      end
+      line.used = line.used + 1
+      members[#members + 1] = line.heads[line.used]
+      owners[#members] = name
       s.running = s.running + 1
       s.waiting = s.waiting - 1
       s.dirty = true
-      if not s.sp and (not s.mr or s.running < s.mr) then
-        local nxt = redis.call('ZRANGE', sr, 0, 0)[1]
-        if nxt then
-          local key = string.sub(nxt, 1, SORT_KEY_LEN)
-          local at = #cands + 1
-          for i, other in ipairs(cands) do
-            if key < other[1] then
-              at = i
-              break
-            end
+      local nxt = line.heads[line.used + 1]
+      if nxt then
+        local key = string.sub(nxt, 1, SORT_KEY_LEN)
+        local at = #cands + 1
+        for i, other in ipairs(cands) do
+          if key < other[1] then
+            at = i
+            break
           end
-          table.insert(cands, at, { key, c[2] })
         end
+        table.insert(cands, at, { key, name })
       end
     else
       members[#members + 1] = m
@@ -88,6 +98,9 @@ local function pick(limit)
     end
   end
   if #taken > 0 then redis.call('ZREM', K.ready, unpack(taken)) end
+  for name, line in pairs(lines) do
+    redis.call('ZREM', srkey(name), unpack(line.heads, 1, line.used))
+  end
   return members, owners
 end
 

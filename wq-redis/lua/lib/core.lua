@@ -403,7 +403,9 @@ local function promote(now, max, cfg, wake)
       s.dirty = true
     end
   end
-  redis.call('ZREMRANGEBYSCORE', K.gap, '-inf', now)
+  -- Only a queue with a gap writes gaps (one whose gap was set to zero
+  -- leaves its last few to be read past their end and ignored).
+  if cfg.gap > 0 then redis.call('ZREMRANGEBYSCORE', K.gap, '-inf', now) end
   return #ids
 end
 
