@@ -609,7 +609,11 @@ impl State {
         if was_head {
             group.pending.pop_front();
             group.held = false;
-            group.gap_until = group.gap_until.max(now + gap);
+            // Without a gap the next head keeps its run_at, and so its
+            // place in the queue's order.
+            if !gap.is_zero() {
+                group.gap_until = group.gap_until.max(now + gap);
+            }
         } else if let Some(pos) = group.pending.iter().position(|p| *p == id) {
             group.pending.remove(pos);
         }

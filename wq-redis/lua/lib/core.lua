@@ -303,15 +303,16 @@ local function gap_until(g, now)
 end
 
 -- Indexes `next`, the group's new head after its old one left at `now`,
--- with run_at no earlier than the end of the queue's group gap (`now`
--- itself when there is none, as in the memory model); or forgets a group
+-- with run_at no earlier than the end of the queue's group gap (a queue
+-- without a gap leaves run_at, and so the head's place in the queue's
+-- order, as it was); or forgets a group
 -- whose line is empty and whose chain no longer matters, keeping the end
 -- of its gap for a job enqueued into it meanwhile.
 local function advance(g, next, now, cfg)
   local until_ = tonumber(now) + cfg.gap
   if next then
     local f = redis.call('HMGET', jkey(next), unpack(FINISH_FIELDS))
-    if tonumber(f[3]) < until_ then
+    if cfg.gap > 0 and tonumber(f[3]) < until_ then
       -- Its sort key changes with run_at: `wait` gets the new one.
       redis.call('ZREM', K.wait, member(f[2], f[3], f[4], next))
       f[3] = int(until_)

@@ -431,6 +431,37 @@ pub async fn group_gaps_space_a_groups_jobs<T: TestBackend>(t: &T) -> TestResult
             .await?
             .job;
         ensure_eq!(fresh.run_at, t0 + secs(25), "another group has no gap");
+
+        // Without a gap, a group's next head keeps its run_at, and with it
+        // its place ahead of heads that came due later.
+        declare(&client, QueueConfig::new("plain")).await?;
+        let t1 = clock.now();
+        let first = client
+            .enqueue(Enqueue::new("plain", &0).group("ana"))
+            .await?
+            .job;
+        let behind = client
+            .enqueue(Enqueue::new("plain", &1).group("ana"))
+            .await?
+            .job;
+        clock.set(t1 + secs(5));
+        let later = client
+            .enqueue(Enqueue::new("plain", &2).group("bia"))
+            .await?
+            .job;
+        let head = claim(&b, "plain", 1, t1 + secs(5), secs(30)).await?;
+        ensure_eq!(ids(&head), vec![first.id], "the older head first");
+        complete_all(&b, &head, t1 + secs(6)).await?;
+        ensure_eq!(
+            must_get(&b, behind.id).await?.run_at,
+            t1,
+            "the next head's run_at without a gap"
+        );
+        ensure_eq!(
+            ids(&claim(&b, "plain", 2, t1 + secs(6), secs(30)).await?),
+            vec![behind.id, later.id],
+            "the next head keeps its place ahead of a later one"
+        );
         Ok(())
     })
     .await
