@@ -5,9 +5,12 @@
 -- 5 cancelled.
 
 CREATE TABLE queues (
-    name   text PRIMARY KEY,
-    config jsonb NOT NULL,
-    paused boolean NOT NULL DEFAULT false
+    name         text PRIMARY KEY,
+    config       jsonb NOT NULL,
+    paused       boolean NOT NULL DEFAULT false,
+    -- Set with the queue's first session, never cleared: until then the
+    -- claim and `next_due` skip every look at sessions.
+    has_sessions boolean NOT NULL DEFAULT false
 );
 
 -- Enqueue order (taken under the group's lock, so it follows commit order

@@ -81,6 +81,10 @@ BEGIN
         SELECT w.q, w.s FROM unnest(v_queues, v_sessions) AS w(q, s)
         ORDER BY w.q, w.s
         ON CONFLICT (queue, session) DO UPDATE SET paused = cur.paused;
+        -- The queue's row, the first time only, after every other lock:
+        -- its other writers (declare, pause) take nothing else.
+        UPDATE queues SET has_sessions = true
+        WHERE name = ANY(v_queues) AND NOT has_sessions;
     END IF;
     -- Begun after the locks: sees every head placed or taken before them.
     WITH synced AS (
@@ -182,19 +186,22 @@ BEGIN
     RETURN j.state;
 END $$;
 
--- The group moves on at p_now: its gap runs from now (it never shortens),
--- and it places its next job, no earlier than the gap's end, or is
--- forgotten when nothing is left and neither its chain nor its gap lies
--- ahead. With no gap the next job runs no earlier than now: its place in
--- line dates from when it became the head. The caller holds the group's
--- lock, and syncs the session of the head placed.
+-- The group moves on at p_now: a queue with a group gap starts it now (it
+-- never shortens), and the group places its next job, no earlier than the
+-- gap's end, or is forgotten when nothing is left and neither its chain
+-- nor its gap lies ahead. Without a gap the next job keeps its run_at, and
+-- so its place in the queue's order. The caller holds the group's lock,
+-- and syncs the session of the head placed.
 CREATE FUNCTION wq_advance(p_queue text, p_group text, p_now timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_next uuid;
+    v_gap interval := wq_group_gap(p_queue);
     v_gap_until timestamptz;
 BEGIN
-    UPDATE groups SET gap_until = greatest(gap_until, p_now + wq_group_gap(p_queue))
+    UPDATE groups
+    SET gap_until = CASE WHEN v_gap > interval '0' THEN greatest(gap_until, p_now + v_gap)
+                         ELSE gap_until END
     WHERE queue = p_queue AND group_key = p_group
     RETURNING gap_until INTO v_gap_until;
     SELECT id INTO v_next FROM jobs
@@ -559,28 +566,37 @@ RETURNS SETOF jobs
 LANGUAGE plpgsql AS $$
 DECLARE
     v_paused boolean;
+    v_has_sessions boolean;
     v_due boolean;
     v_session_due boolean;
     v_sessions boolean;
     v_names text[];
     v_allow integer[];
 BEGIN
-    SELECT paused INTO v_paused FROM queues WHERE name = p_queue;
+    SELECT paused, has_sessions INTO v_paused, v_has_sessions FROM queues WHERE name = p_queue;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
     END IF;
     IF v_paused OR p_limit <= 0 THEN
         RETURN;
     END IF;
-    SELECT EXISTS (SELECT 1 FROM heads
-                   WHERE queue = p_queue AND NOT ready AND session IS NULL AND run_at <= p_now),
-           EXISTS (SELECT 1 FROM heads
-                   WHERE queue = p_queue AND NOT ready AND session IS NOT NULL
-                     AND run_at <= p_now)
-           OR EXISTS (SELECT 1 FROM sessions
-                      WHERE queue = p_queue AND state = 1 AND next_start <= p_now),
-           EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2)
-    INTO v_due, v_session_due, v_sessions;
+    -- A queue that never had a session claims as it did before sessions.
+    IF NOT v_has_sessions THEN
+        v_due := EXISTS (SELECT 1 FROM heads
+                         WHERE queue = p_queue AND NOT ready AND session IS NULL
+                           AND run_at <= p_now);
+    ELSE
+        SELECT EXISTS (SELECT 1 FROM heads
+                       WHERE queue = p_queue AND NOT ready AND session IS NULL
+                         AND run_at <= p_now),
+               EXISTS (SELECT 1 FROM heads
+                       WHERE queue = p_queue AND NOT ready AND session IS NOT NULL
+                         AND run_at <= p_now)
+               OR EXISTS (SELECT 1 FROM sessions
+                          WHERE queue = p_queue AND state = 1 AND next_start <= p_now),
+               EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2)
+        INTO v_due, v_session_due, v_sessions;
+    END IF;
     IF v_due THEN
         PERFORM wq_promote(p_queue, p_now, 1000);
     END IF;
@@ -847,10 +863,20 @@ BEGIN
                coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
                array_agg(n.queue) FILTER (WHERE n.session IS NOT NULL),
                array_agg(n.session) FILTER (WHERE n.session IS NOT NULL),
-               coalesce(array_agg(greatest(g.gap_until, p_now + wq_group_gap(f.queue)))
+               coalesce(array_agg(CASE WHEN f.gap_ms > 0
+                                       THEN greatest(g.gap_until,
+                                                     p_now + f.gap_ms * interval '1 millisecond')
+                                       ELSE g.gap_until END)
                             FILTER (WHERE n.id IS NOT NULL), '{}')
         INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns, v_floors
-        FROM (SELECT queue, group_key FROM jobs
+        -- The gap from a subquery, not `wq_group_gap`: a call to an SQL
+        -- function that reads a table costs more than the rest of the row.
+        FROM (SELECT queue, group_key,
+                     CASE WHEN v_gapped
+                          THEN (SELECT coalesce((q.config->>'group_gap')::bigint, 0)
+                                FROM queues q WHERE q.name = jobs.queue)
+                          ELSE 0 END AS gap_ms
+              FROM jobs
               WHERE id = ANY(v_finished) AND group_key IS NOT NULL
               ORDER BY queue, group_key) f
         CROSS JOIN LATERAL (
@@ -860,26 +886,21 @@ BEGIN
             SELECT w.id, w.queue, w.session FROM jobs w
             WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
             ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
-        -- Groups that moved on remember their gap (v_floors has what it
-        -- means for their next heads, placed below). Without a gap, only a
-        -- group left empty needs to: its next head is then enqueued later.
+        -- Groups of queues with a gap that moved on remember it (v_floors
+        -- has what it means for their next heads, placed below).
         IF v_gapped THEN
             UPDATE groups g
             SET gap_until = greatest(g.gap_until, p_now + wq_group_gap(j.queue))
             FROM jobs j
             WHERE j.id = ANY(v_finished) AND j.group_key IS NOT NULL
-              AND g.queue = j.queue AND g.group_key = j.group_key AND g.held_by IS NULL;
+              AND g.queue = j.queue AND g.group_key = j.group_key AND g.held_by IS NULL
+              AND wq_group_gap(j.queue) > interval '0';
         END IF;
         FOR i IN 1 .. cardinality(v_empty_queues) LOOP
             DELETE FROM groups
             WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i]
               AND held_by IS NULL AND last_run_at <= p_now
               AND (gap_until IS NULL OR gap_until <= p_now);
-            IF NOT FOUND THEN
-                UPDATE groups
-                SET gap_until = greatest(gap_until, p_now + wq_group_gap(queue))
-                WHERE queue = v_empty_queues[i] AND group_key = v_empty_groups[i];
-            END IF;
         END LOOP;
     END IF;
     -- Completed and cancelled jobs of zero-retention queues leave at once.
@@ -931,8 +952,12 @@ LANGUAGE sql STABLE AS $$
                WHEN q.paused THEN NULL
                WHEN EXISTS (SELECT 1 FROM heads
                             WHERE queue = p_queue AND ready AND session IS NULL)
-                    OR EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2)
+                    OR (q.has_sessions
+                        AND EXISTS (SELECT 1 FROM sessions WHERE queue = p_queue AND state = 2))
                    THEN p_now
+               WHEN NOT q.has_sessions
+                   THEN (SELECT min(run_at) FROM heads
+                         WHERE queue = p_queue AND NOT ready AND session IS NULL)
                -- A session whose next start has passed is as good as ready.
                ELSE least((SELECT min(run_at) FROM heads
                            WHERE queue = p_queue AND NOT ready AND session IS NULL),
@@ -1282,5 +1307,6 @@ BEGIN
         rate_per_us = CASE WHEN p_limits THEN p_rate_per_us ELSE s.rate_per_us END,
         rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END,
         paused = coalesce(p_paused, s.paused);
+    UPDATE queues SET has_sessions = true WHERE name = p_queue AND NOT has_sessions;
     PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL);
 END $$;
