@@ -696,10 +696,8 @@ BEGIN
 END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
--- each no earlier than its floor (p_floors, by position; NULL for none),
 -- available if due, scheduled otherwise, leases cleared; wakes their queues.
-CREATE FUNCTION wq_place_all(p_ids uuid[], p_floors timestamptz[], p_now timestamptz)
-RETURNS void
+CREATE FUNCTION wq_place_all(p_ids uuid[], p_now timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_queues text[];
@@ -710,10 +708,8 @@ BEGIN
     -- Jobs an acknowledgement put back keep its token (see `ack`).
     WITH placed AS (
         UPDATE jobs
-        SET run_at = greatest(run_at, p_floors[array_position(p_ids, id)]),
-            state = CASE WHEN greatest(run_at, p_floors[array_position(p_ids, id)]) <= p_now
-                         THEN 1 ELSE 0 END,
-            updated_at = p_now, lease_expires_at = NULL, lease_worker = NULL
+        SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
+            lease_expires_at = NULL, lease_worker = NULL
         WHERE id = ANY(p_ids)
         RETURNING id, queue, group_key, session, priority, run_at, seq, state
     ), headed AS (
@@ -740,7 +736,9 @@ DECLARE
     v_finished uuid[];
     v_requeued uuid[];
     v_next uuid[];
-    v_floors timestamptz[];
+    -- Next heads that must wait out their group's gap, and until when.
+    v_gap_ids uuid[];
+    v_gap_untils timestamptz[];
     v_empty_queues text[];
     v_empty_groups text[];
     v_grouped boolean;
@@ -773,10 +771,9 @@ BEGIN
            coalesce(array_agg(inp.id) FILTER (WHERE f.fate IN (3, 4, 5)), '{}'),
            coalesce(array_agg(inp.id) FILTER (WHERE f.fate = -1), '{}'),
            coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL), false),
-           coalesce(bool_or(f.fate IN (3, 5)
-                            AND (j.cfg->'retention'->>'completed')::bigint = 0), false),
-           coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL
-                            AND coalesce((j.cfg->>'group_gap')::bigint, 0) > 0), false),
+           coalesce(bool_or(f.fate IN (3, 5) AND j.cfg[1] = 0), false),
+           coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL AND j.cfg[2] > 0),
+                    false),
            array_agg(j.queue) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL),
            array_agg(j.session) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL)
     INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop, v_gapped,
@@ -788,7 +785,10 @@ BEGIN
     LEFT JOIN (
         SELECT id, queue, group_key, session, state, lease_token, lease_expires_at,
                cancel_requested, attempt, max_attempts,
-               (SELECT q.config FROM queues q WHERE q.name = jobs.queue) AS cfg
+               -- What the queue keeps of finished jobs, and its group gap.
+               (SELECT ARRAY[(q.config->'retention'->>'completed')::bigint,
+                             coalesce((q.config->>'group_gap')::bigint, 0)]
+                FROM queues q WHERE q.name = jobs.queue) AS cfg
         FROM jobs WHERE id = ANY(p_ids) AND state = 2
         ORDER BY id
         FOR UPDATE
@@ -863,12 +863,9 @@ BEGIN
                coalesce(array_agg(f.group_key) FILTER (WHERE n.id IS NULL AND g.held_by IS NULL), '{}'),
                array_agg(n.queue) FILTER (WHERE n.session IS NOT NULL),
                array_agg(n.session) FILTER (WHERE n.session IS NOT NULL),
-               coalesce(array_agg(CASE WHEN f.gap_ms > 0
-                                       THEN greatest(g.gap_until,
-                                                     p_now + f.gap_ms * interval '1 millisecond')
-                                       ELSE g.gap_until END)
-                            FILTER (WHERE n.id IS NOT NULL), '{}')
-        INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns, v_floors
+               array_agg(n.id) FILTER (WHERE n.id IS NOT NULL AND u.gap_until IS NOT NULL),
+               array_agg(u.gap_until) FILTER (WHERE n.id IS NOT NULL AND u.gap_until IS NOT NULL)
+        INTO v_next, v_empty_queues, v_empty_groups, v_nq, v_ns, v_gap_ids, v_gap_untils
         -- The gap from a subquery, not `wq_group_gap`: a call to an SQL
         -- function that reads a table costs more than the rest of the row.
         FROM (SELECT queue, group_key,
@@ -885,9 +882,17 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT w.id, w.queue, w.session FROM jobs w
             WHERE w.queue = f.queue AND w.group_key = f.group_key AND w.state < 3
-            ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL;
-        -- Groups of queues with a gap that moved on remember it (v_floors
-        -- has what it means for their next heads, placed below).
+            ORDER BY w.seq LIMIT 1) n ON g.held_by IS NULL
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN f.gap_ms > 0
+                        THEN greatest(g.gap_until, p_now + f.gap_ms * interval '1 millisecond')
+                        ELSE g.gap_until END AS gap_until) u;
+        -- Groups of queues with a gap that moved on remember it, and their
+        -- next heads wait it out.
+        IF v_gap_ids IS NOT NULL THEN
+            UPDATE jobs SET run_at = greatest(run_at, v_gap_untils[array_position(v_gap_ids, id)])
+            WHERE id = ANY(v_gap_ids);
+        END IF;
         IF v_gapped THEN
             UPDATE groups g
             SET gap_until = greatest(g.gap_until, p_now + wq_group_gap(j.queue))
@@ -914,11 +919,7 @@ BEGIN
           AND (q.config->'retention'->>'completed')::bigint = 0;
     END IF;
     IF cardinality(v_requeued) + cardinality(v_next) > 0 THEN
-        -- Jobs back in line keep the times their handlers gave.
-        PERFORM wq_place_all(v_requeued || v_next,
-                             array_fill(NULL::timestamptz, ARRAY[cardinality(v_requeued)])
-                                 || v_floors,
-                             p_now);
+        PERFORM wq_place_all(v_requeued || v_next, p_now);
     END IF;
     -- Sessions last: a job that left running frees its session's slot, a
     -- head placed may change its session's front.
