@@ -35,45 +35,51 @@ $$;
 -- Locks the given sessions, and those of the heads of the given groups
 -- (the caller holds those groups), in (queue, session) order, creating a
 -- missing row; then lowers each one's running count by its p_left (how many
--- of its jobs left running; pairs may repeat) and recomputes its front and
--- state. Wakes the queue of a session that may start a job sooner than
--- before. No clock is involved: a session with a rate waits from each
+-- of its jobs left running; a start counts -1; pairs may repeat) and
+-- recomputes its front and state. A pair with a token (p_tokens) is a start
+-- under that lease at p_now: under a rate it sets `next_start` to p_now plus
+-- Rate::spacing_after(token) (integer microseconds) and closes the rate.
+-- Wakes the queue of a session that may start a job sooner than before.
+-- Otherwise no clock is involved: a session with a rate waits from each
 -- start until a promotion, by the claiming process's clock, sees its
 -- `next_start` pass.
 CREATE FUNCTION wq_sessions_sync(p_queues text[], p_sessions text[], p_left integer[],
-                                 p_group_queues text[], p_groups text[])
+                                 p_tokens bigint[], p_group_queues text[], p_groups text[],
+                                 p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_queues text[];
     v_sessions text[];
     v_left integer[];
+    v_tokens bigint[];
     v_locked integer;
     v_woken text[];
 BEGIN
-    -- Which sessions, and how many of each one's jobs left running. A
-    -- group's head is read unlocked: the caller holds the group.
+    -- Which sessions, and how many of each one's jobs left running (a
+    -- group's head is read unlocked: the caller holds the group); each
+    -- locked in (queue, session) order as the join reaches it.
     SELECT array_agg(t.q ORDER BY t.q, t.s), array_agg(t.s ORDER BY t.q, t.s),
-           array_agg(t.n ORDER BY t.q, t.s)
-    INTO v_queues, v_sessions, v_left
-    FROM (SELECT u.q, u.s, sum(u.n)::integer AS n FROM (
-              SELECT x.q, x.s, coalesce(x.n, 0) AS n
-              FROM unnest(p_queues, p_sessions, p_left) AS x(q, s, n)
+           array_agg(t.n ORDER BY t.q, t.s), array_agg(t.token ORDER BY t.q, t.s),
+           count(l.one)
+    INTO v_queues, v_sessions, v_left, v_tokens, v_locked
+    FROM (SELECT u.q, u.s, sum(u.n)::integer AS n, max(u.token) AS token FROM (
+              SELECT x.q, x.s, coalesce(x.n, 0) AS n, x.token
+              FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS x(q, s, n, token)
               WHERE x.s IS NOT NULL
               UNION ALL
-              SELECT h.queue, h.session, 0
+              SELECT h.queue, h.session, 0, NULL
               FROM unnest(p_group_queues, p_groups) AS g(q, k)
               CROSS JOIN LATERAL (SELECT queue, session FROM heads
                                   WHERE queue = g.q AND group_key = g.k) h
               WHERE h.session IS NOT NULL) u
-          GROUP BY u.q, u.s) t;
+          GROUP BY u.q, u.s
+          ORDER BY u.q, u.s) t
+    LEFT JOIN LATERAL (
+        SELECT 1 AS one FROM sessions x WHERE x.queue = t.q AND x.session = t.s FOR UPDATE) l ON true;
     IF v_queues IS NULL THEN
         RETURN;
     END IF;
-    SELECT count(l.one) INTO v_locked
-    FROM unnest(v_queues, v_sessions) AS w(q, s)
-    LEFT JOIN LATERAL (
-        SELECT 1 AS one FROM sessions x WHERE x.queue = w.q AND x.session = w.s FOR UPDATE) l ON true;
     -- A job names its session from its enqueue on, which creates the row;
     -- should one be missing all the same, create it rather than skip it.
     IF v_locked < cardinality(v_queues) THEN
@@ -89,18 +95,24 @@ BEGIN
     -- Begun after the locks: sees every head placed or taken before them.
     WITH synced AS (
         UPDATE sessions s
-        SET running = c.running,
+        SET running = c.running, next_start = c.next_start, rate_open = c.rate_open,
             front_priority = c.priority, front_run_at = c.run_at, front_seq = c.seq,
             state = CASE
                 WHEN c.seq IS NULL OR s.paused
                      OR (s.max_running IS NOT NULL AND c.running >= s.max_running) THEN 0
-                WHEN s.rate_starts IS NOT NULL AND s.next_start IS NOT NULL
-                     AND NOT s.rate_open THEN 1
+                WHEN s.rate_starts IS NOT NULL AND c.next_start IS NOT NULL
+                     AND NOT c.rate_open THEN 1
                 ELSE 2 END
         FROM (
             SELECT w.q, w.s, o.state AS old_state, greatest(o.running - w.n, 0) AS running,
+                   CASE WHEN w.token IS NULL OR o.rate_starts IS NULL THEN o.next_start
+                        ELSE p_now + (o.rate_per_us / o.rate_starts
+                                      + o.rate_jitter_us * ((w.token % 65536) * 40503 % 65536)
+                                        / 65536)
+                                     * interval '1 microsecond' END AS next_start,
+                   o.rate_open AND (w.token IS NULL OR o.rate_starts IS NULL) AS rate_open,
                    f.priority, f.run_at, f.seq
-            FROM unnest(v_queues, v_sessions, v_left) AS w(q, s, n)
+            FROM unnest(v_queues, v_sessions, v_left, v_tokens) AS w(q, s, n, token)
             JOIN sessions o ON o.queue = w.q AND o.session = w.s
             LEFT JOIN LATERAL (
                 SELECT h.priority, h.run_at, h.seq FROM heads h
@@ -357,8 +369,8 @@ BEGIN
         UPDATE jobs j SET state = 1, updated_at = p_now FROM due WHERE j.id = due.id;
         GET DIAGNOSTICS v_moved = ROW_COUNT;
     END IF;
-    PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
-                             NULL, NULL, NULL);
+    PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names, NULL,
+                             NULL, NULL, NULL, NULL);
     RETURN v_moved;
 END $$;
 
@@ -530,7 +542,7 @@ BEGIN
         FROM unnest(p_queues, p_sessions) WITH ORDINALITY AS t(q, s, ord)
         WHERE t.s IS NOT NULL AND v_existing[t.ord::integer] IS NULL
           AND v_src[t.ord::integer] = t.ord;
-        PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL);
+        PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL, NULL, NULL);
     END IF;
 
     -- Tagged with the enqueuing store's origin, whose listener skips it.
@@ -572,6 +584,12 @@ DECLARE
     v_sessions boolean;
     v_names text[];
     v_allow integer[];
+    v_ids uuid[];
+    -- The sessions of the jobs started, and their leases' tokens.
+    v_sq text[];
+    v_ss text[];
+    v_sn integer[];
+    v_st bigint[];
 BEGIN
     SELECT paused, has_sessions INTO v_paused, v_has_sessions FROM queues WHERE name = p_queue;
     IF NOT FOUND THEN
@@ -644,55 +662,47 @@ BEGIN
 
     -- Holding sessions, this claim must wait for no lock: heads and their
     -- jobs are taken SKIP LOCKED together.
+    v_ids := ARRAY(
+        SELECT c.id FROM (
+            SELECT c.id, c.priority, c.run_at, c.seq FROM (
+                SELECT h.id, h.priority, h.run_at, h.seq
+                FROM heads h JOIN jobs j ON j.id = h.id
+                WHERE h.queue = p_queue AND h.ready AND h.session IS NULL
+                ORDER BY h.priority, h.run_at, h.seq
+                LIMIT p_limit
+                FOR UPDATE OF h, j SKIP LOCKED) c
+            UNION ALL
+            SELECT x.id, x.priority, x.run_at, x.seq
+            FROM unnest(v_names, v_allow) AS t(name, allow)
+            CROSS JOIN LATERAL (
+                SELECT h.id, h.priority, h.run_at, h.seq
+                FROM heads h JOIN jobs j ON j.id = h.id
+                WHERE h.queue = p_queue AND h.session = t.name AND h.session IS NOT NULL
+                  AND h.ready
+                ORDER BY h.priority, h.run_at, h.seq
+                LIMIT t.allow
+                FOR UPDATE OF h, j SKIP LOCKED) x
+        ) c
+        ORDER BY c.priority, c.run_at, c.seq
+        LIMIT p_limit);
     RETURN QUERY
-    WITH cand AS (
-        SELECT c.id, c.priority, c.run_at, c.seq FROM (
-            SELECT h.id, h.priority, h.run_at, h.seq
-            FROM heads h JOIN jobs j ON j.id = h.id
-            WHERE h.queue = p_queue AND h.ready AND h.session IS NULL
-            ORDER BY h.priority, h.run_at, h.seq
-            LIMIT p_limit
-            FOR UPDATE OF h, j SKIP LOCKED) c
-        UNION ALL
-        SELECT x.id, x.priority, x.run_at, x.seq
-        FROM unnest(v_names, v_allow) AS t(name, allow)
-        CROSS JOIN LATERAL (
-            SELECT h.id, h.priority, h.run_at, h.seq
-            FROM heads h JOIN jobs j ON j.id = h.id
-            WHERE h.queue = p_queue AND h.session = t.name AND h.session IS NOT NULL AND h.ready
-            ORDER BY h.priority, h.run_at, h.seq
-            LIMIT t.allow
-            FOR UPDATE OF h, j SKIP LOCKED) x
-    ), picked AS (
-        DELETE FROM heads h
-        WHERE h.id = ANY(ARRAY(SELECT id FROM cand ORDER BY priority, run_at, seq LIMIT p_limit))
-        RETURNING h.id
-    ), started AS (
-        UPDATE jobs j
-        SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
-            lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
-        FROM picked
-        WHERE j.id = picked.id
-        RETURNING j.*
-    ), counted AS (
-        -- Each start counts, and under a rate (one start per claim) pushes
-        -- the next one back by the spacing plus the token's share of the
-        -- jitter: Rate::spacing_after, in integer microseconds.
-        UPDATE sessions s
-        SET running = s.running + c.n,
-            rate_open = CASE WHEN s.rate_starts IS NULL THEN s.rate_open ELSE false END,
-            next_start = CASE WHEN s.rate_starts IS NULL THEN s.next_start
-                              ELSE p_now + (s.rate_per_us / s.rate_starts
-                                            + s.rate_jitter_us
-                                              * ((c.token % 65536) * 40503 % 65536) / 65536)
-                                           * interval '1 microsecond' END
-        FROM (SELECT session, count(*)::integer AS n, max(lease_token) AS token
-              FROM started WHERE session IS NOT NULL GROUP BY session) c
-        WHERE s.queue = p_queue AND s.session = c.session
+    WITH picked AS (
+        DELETE FROM heads h WHERE h.id = ANY(v_ids) RETURNING h.id
     )
-    SELECT * FROM started;
-    PERFORM wq_sessions_sync(array_fill(p_queue, ARRAY[cardinality(v_names)]), v_names,
-                             NULL, NULL, NULL);
+    UPDATE jobs j
+    SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
+        lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.*;
+    -- Each start counts, and under a rate (one start per claim) pushes the
+    -- next one back (see wq_sessions_sync).
+    SELECT array_agg(j.queue), array_agg(j.session), array_agg(-1), array_agg(j.lease_token)
+    INTO v_sq, v_ss, v_sn, v_st
+    FROM unnest(v_ids) AS i(id)
+    CROSS JOIN LATERAL (SELECT queue, session, lease_token FROM jobs WHERE id = i.id) j
+    WHERE j.session IS NOT NULL;
+    PERFORM wq_sessions_sync(v_sq, v_ss, v_sn, v_st, NULL, NULL, p_now);
 END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
@@ -926,7 +936,7 @@ BEGIN
     IF v_sq IS NOT NULL OR v_nq IS NOT NULL THEN
         PERFORM wq_sessions_sync(coalesce(v_sq, '{}') || coalesce(v_nq, '{}'),
                                  coalesce(v_ss, '{}') || coalesce(v_ns, '{}'),
-                                 array_fill(1, ARRAY[coalesce(cardinality(v_sq), 0)]),
+                                 array_fill(1, ARRAY[coalesce(cardinality(v_sq), 0)]), NULL, NULL,
                                  NULL, NULL);
     END IF;
 
@@ -1095,7 +1105,8 @@ BEGIN
             retried := retried + 1;
         END IF;
     END LOOP;
-    PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), v_gq, v_gk);
+    PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), NULL, v_gq,
+                             v_gk, NULL);
     RETURN NEXT;
 END $$;
 
@@ -1140,8 +1151,8 @@ BEGIN
     END IF;
     -- The job's session lost a head, the group's may have gained one.
     IF v_outcome = 0 AND j.state <> 2 THEN
-        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL,
-                                 ARRAY[j.queue], ARRAY[j.group_key]);
+        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL, NULL, ARRAY[j.queue],
+                                 ARRAY[j.group_key], NULL);
     END IF;
     RETURN QUERY SELECT 1, v_outcome, (j).*;
 END $$;
@@ -1211,7 +1222,7 @@ BEGIN
         END IF;
         v_count := v_count + 1;
     END LOOP;
-    PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL);
+    PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL, NULL, NULL);
     RETURN v_count;
 END $$;
 
@@ -1236,7 +1247,7 @@ BEGIN
         END IF;
     END LOOP;
     -- A group a purged head held has a new head, maybe of a session.
-    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk);
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, NULL, v_gq, v_gk, NULL);
     RETURN v_count;
 END $$;
 
@@ -1281,7 +1292,7 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    PERFORM wq_sessions_sync(NULL, NULL, NULL, v_gq, v_gk);
+    PERFORM wq_sessions_sync(NULL, NULL, NULL, NULL, v_gq, v_gk, NULL);
     RETURN p_limit - v_left;
 END $$;
 
@@ -1309,5 +1320,5 @@ BEGIN
         rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END,
         paused = coalesce(p_paused, s.paused);
     UPDATE queues SET has_sessions = true WHERE name = p_queue AND NOT has_sessions;
-    PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL);
+    PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL, NULL, NULL);
 END $$;

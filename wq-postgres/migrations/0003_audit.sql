@@ -41,7 +41,7 @@ BEGIN
             RETURN false;
         END IF;
         PERFORM wq_place(p_id, p_now);
-        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL, NULL, NULL);
+        PERFORM wq_sessions_sync(ARRAY[j.queue], ARRAY[j.session], NULL, NULL, NULL, NULL, NULL);
         RETURN true;
     ELSIF p_kind = 2 THEN
         -- Only a waiting head can be taken back; a running one must finish.
@@ -52,7 +52,7 @@ BEGIN
         IF NOT FOUND THEN
             RETURN false;
         END IF;
-        PERFORM wq_sessions_sync(ARRAY[h.queue], ARRAY[h.session], NULL, NULL, NULL);
+        PERFORM wq_sessions_sync(ARRAY[h.queue], ARRAY[h.session], NULL, NULL, NULL, NULL, NULL);
         RETURN true;
     ELSE
         UPDATE jobs
