@@ -5,13 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wq_core::{
-    Ack, AckAction, ClaimRequest, Client, Enqueue, JobContext, JobError, Rate, SessionLimits,
-    Sessions, Store,
-};
+use wq_core::{Client, Enqueue, JobContext, JobError, Rate, SessionLimits, Sessions, Store};
 
 use crate::report::Report;
-use crate::workloads::{Factory, Params, QUEUE, drain, msg, setup};
+use crate::workloads::{Factory, Params, QUEUE, claim_and_complete, drain, msg, setup};
 
 /// W6's shape: 50 sessions × 400 groups, each session at most 1 running
 /// and 20 starts a second, so the ideal is 1,000 jobs/s.
@@ -171,20 +168,13 @@ pub async fn w5_sessions<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, S
     let started = Instant::now();
     let mut claimed = 0;
     while claimed < sample {
-        let now = client.clock().now();
         let t = Instant::now();
-        let req = ClaimRequest::new(QUEUE, 10, now, now + Duration::from_secs(30), "bench");
-        let jobs = backend.claim(&req).await.map_err(err)?;
-        let acks: Vec<Ack> = jobs
-            .iter()
-            .filter_map(|j| Ack::for_job(j, AckAction::Complete))
-            .collect();
-        backend.ack(&acks, now).await.map_err(err)?;
+        let n = claim_and_complete(&client, &backend, 10).await?;
         lat.push(t.elapsed());
-        if jobs.is_empty() {
+        if n == 0 {
             return Err(format!("W5-sessions: ran dry after {claimed} jobs"));
         }
-        claimed += jobs.len() as u64;
+        claimed += n as u64;
     }
     let mut r =
         Report::new(f.name(), "W5-sessions", claimed, started.elapsed()).latencies(&mut lat);
@@ -227,24 +217,11 @@ async fn spend_limited_starts<B: Store + Sessions>(
 ) -> Result<(), String> {
     let mut left = W5S_LIMITED as usize;
     while left > 0 {
-        let now = client.clock().now();
-        let req = ClaimRequest::new(
-            QUEUE,
-            left.min(1_000),
-            now,
-            now + Duration::from_secs(60),
-            "setup",
-        );
-        let jobs = backend.claim(&req).await.map_err(err)?;
-        if jobs.is_empty() {
+        let n = claim_and_complete(client, backend, left.min(1_000)).await?;
+        if n == 0 {
             return Err("W5-sessions: the limited sessions did not start".into());
         }
-        let acks: Vec<Ack> = jobs
-            .iter()
-            .filter_map(|j| Ack::for_job(j, AckAction::Complete))
-            .collect();
-        backend.ack(&acks, now).await.map_err(err)?;
-        left = left.saturating_sub(jobs.len());
+        left = left.saturating_sub(n);
     }
     Ok(())
 }

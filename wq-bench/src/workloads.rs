@@ -302,6 +302,24 @@ pub async fn w4<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
     Ok(vec![r])
 }
 
+/// One round of W5: claims up to `limit` jobs and completes them in a
+/// second call; how many it claimed.
+pub async fn claim_and_complete<B: Store>(
+    client: &Client<B>,
+    backend: &B,
+    limit: usize,
+) -> Result<usize, String> {
+    let now = client.clock().now();
+    let req = ClaimRequest::new(QUEUE, limit, now, now + Duration::from_secs(30), "bench");
+    let jobs = backend.claim(&req).await.map_err(|e| e.to_string())?;
+    let acks: Vec<Ack> = jobs
+        .iter()
+        .filter_map(|j| Ack::for_job(j, AckAction::Complete))
+        .collect();
+    backend.ack(&acks, now).await.map_err(|e| e.to_string())?;
+    Ok(jobs.len())
+}
+
 /// W5: the cost of claim + acknowledge with a large backlog waiting,
 /// against the same measurement with only the sample waiting.
 pub async fn w5<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
@@ -318,20 +336,13 @@ pub async fn w5<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
         let started = Instant::now();
         let mut claimed = 0;
         while claimed < sample {
-            let now = client.clock().now();
             let t = Instant::now();
-            let req = ClaimRequest::new(QUEUE, 10, now, now + Duration::from_secs(30), "bench");
-            let jobs = backend.claim(&req).await.map_err(|e| e.to_string())?;
-            let acks: Vec<Ack> = jobs
-                .iter()
-                .filter_map(|j| Ack::for_job(j, AckAction::Complete))
-                .collect();
-            backend.ack(&acks, now).await.map_err(|e| e.to_string())?;
+            let n = claim_and_complete(&client, &backend, 10).await?;
             lat.push(t.elapsed());
-            if jobs.is_empty() {
+            if n == 0 {
                 return Err(format!("{name}: the queue ran dry after {claimed} claims"));
             }
-            claimed += jobs.len() as u64;
+            claimed += n as u64;
         }
         let mut r = Report::new(f.name(), name, claimed, started.elapsed()).latencies(&mut lat);
         r.groups = Some(p.groups);
