@@ -24,7 +24,6 @@ const W6_HANDLER: Duration = Duration::from_millis(5);
 const W5S_SESSIONS: u64 = 10_000;
 const W5S_PAUSED: u64 = 4_500;
 const W5S_LIMITED: u64 = 4_500;
-const W5S_GROUPS_PER_SESSION: u64 = 1;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -178,7 +177,7 @@ pub async fn w5_sessions<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, S
     }
     let mut r =
         Report::new(f.name(), "W5-sessions", claimed, started.elapsed()).latencies(&mut lat);
-    r.groups = Some(W5S_SESSIONS * W5S_GROUPS_PER_SESSION);
+    r.groups = Some(W5S_SESSIONS);
     r.concurrency = Some(1);
     f.cleanup(backend).await;
     Ok(vec![r])
@@ -193,11 +192,10 @@ async fn fill_sessions<B: Store>(client: &Client<B>, per_session: u64) -> Result
         let end = (next + 10_000).min(total);
         let batch = (next..end).map(|i| {
             let s = i / per_session;
-            let g = i % W5S_GROUPS_PER_SESSION;
             let blocked = s < W5S_PAUSED + W5S_LIMITED;
             Enqueue::new(QUEUE, &msg(s, i))
                 .session(format!("s{s}"))
-                .group(format!("s{s}:g{g}"))
+                .group(format!("s{s}:contact"))
                 .priority(if blocked { -1 } else { 0 })
         });
         client.enqueue_many(batch).await.map_err(err)?;
