@@ -129,7 +129,8 @@ async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
         for mut r in sessions::w5_sessions(f, &p).await? {
             r.vs_w5 = r.p50_ms.zip(plain_w5).map(|(s, w)| s / w.max(1e-9));
             eprintln!(
-                "W5-sessions: claim+ack p50 {:.4} ms, {:.2}x plain W5",
+                "{}: claim+ack p50 {:.4} ms, {:.2}x plain W5",
+                r.workload,
                 r.p50_ms.unwrap_or(0.0),
                 r.vs_w5.unwrap_or(0.0)
             );

@@ -136,17 +136,33 @@ pub async fn w6<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
 /// W5-sessions: claim + acknowledge `min(p.jobs, …)` jobs with `p.backlog`
 /// jobs waiting in 10,000 sessions of which 9,000 cannot start a job
 /// (4,500 paused, 4,500 waiting an hour for their rate) and come first
-/// in the queue's order.
+/// in the queue's order; then, as `W5-sessions-open`, the same with every
+/// session open, which tells the cost of the blocked sessions from the
+/// cost of sessions themselves.
 pub async fn w5_sessions<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
+    let mut out = Vec::new();
+    for blocked in [true, false] {
+        out.push(w5_sessions_round(f, p, blocked).await?);
+    }
+    Ok(out)
+}
+
+async fn w5_sessions_round<F: Factory>(f: &F, p: &Params, blocked: bool) -> Result<Report, String> {
+    let name = if blocked {
+        "W5-sessions"
+    } else {
+        "W5-sessions-open"
+    };
     let (client, backend) = setup(f).await?;
     let per_session = (p.backlog / W5S_SESSIONS).max(1);
+    let held = if blocked { W5S_PAUSED + W5S_LIMITED } else { 0 };
     eprintln!(
-        "W5-sessions: {} jobs waiting in {W5S_SESSIONS} sessions, {W5S_PAUSED} paused and \
-         {W5S_LIMITED} rate-limited",
+        "{name}: {} jobs waiting in {W5S_SESSIONS} sessions, {held} of them paused or \
+         rate-limited",
         per_session * W5S_SESSIONS
     );
     let hourly = SessionLimits::new().rate(Rate::new(1, Duration::from_secs(3600)));
-    for s in 0..W5S_PAUSED + W5S_LIMITED {
+    for s in 0..held {
         let key = format!("s{s}");
         if s < W5S_PAUSED {
             client.pause_session(QUEUE, &key).await.map_err(err)?;
@@ -158,11 +174,11 @@ pub async fn w5_sessions<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, S
         }
     }
     fill_sessions(&client, per_session).await?;
-    spend_limited_starts(&backend, &client).await?;
+    if blocked {
+        spend_limited_starts(&backend, &client).await?;
+    }
 
-    let sample = p
-        .jobs
-        .min((W5S_SESSIONS - W5S_PAUSED - W5S_LIMITED) * per_session);
+    let sample = p.jobs.min((W5S_SESSIONS - held) * per_session);
     let mut lat = Vec::new();
     let started = Instant::now();
     let mut claimed = 0;
@@ -171,16 +187,15 @@ pub async fn w5_sessions<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, S
         let n = claim_and_complete(&client, &backend, 10).await?;
         lat.push(t.elapsed());
         if n == 0 {
-            return Err(format!("W5-sessions: ran dry after {claimed} jobs"));
+            return Err(format!("{name}: ran dry after {claimed} jobs"));
         }
         claimed += n as u64;
     }
-    let mut r =
-        Report::new(f.name(), "W5-sessions", claimed, started.elapsed()).latencies(&mut lat);
+    let mut r = Report::new(f.name(), name, claimed, started.elapsed()).latencies(&mut lat);
     r.groups = Some(W5S_SESSIONS);
     r.concurrency = Some(1);
     f.cleanup(backend).await;
-    Ok(vec![r])
+    Ok(r)
 }
 
 /// Enqueues `per_session` jobs into every session, blocked sessions first
