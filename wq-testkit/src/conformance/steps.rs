@@ -275,8 +275,11 @@ pub async fn steps_free_the_slot<T: TestBackend>(t: &T) -> TestResult {
         let finished = match waiting {
             Ok(()) => {
                 clock.advance(hour + secs(1));
+                // The worker counts an attempt once the store's answer is
+                // back, a moment after the store counts the job.
                 wait_until("every job to complete", PATIENCE, || async {
-                    Ok(client.counts("typing").await?.completed == JOBS as u64)
+                    Ok(client.counts("typing").await?.completed == JOBS as u64
+                        && worker.stats().completed == JOBS as u64)
                 })
                 .await
             }
