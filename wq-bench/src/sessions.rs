@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use wq_core::{Client, Enqueue, JobContext, JobError, Rate, SessionLimits, Sessions, Store};
 
 use crate::report::Report;
-use crate::workloads::{Factory, Params, QUEUE, claim_and_complete, drain, msg, setup};
+use crate::workloads::{
+    Factory, Params, QUEUE, claim_and_complete, claim_rounds, drain, msg, setup,
+};
 
 /// W6's shape: 50 sessions × 400 groups, each session at most 1 running
 /// and 20 starts a second, so the ideal is 1,000 jobs/s.
@@ -179,21 +181,8 @@ async fn w5_sessions_round<F: Factory>(f: &F, p: &Params, blocked: bool) -> Resu
     }
 
     let sample = p.jobs.min((W5S_SESSIONS - held) * per_session);
-    let mut lat = Vec::new();
-    let started = Instant::now();
-    let mut claimed = 0;
-    while claimed < sample {
-        let t = Instant::now();
-        let n = claim_and_complete(&client, &backend, 10).await?;
-        lat.push(t.elapsed());
-        if n == 0 {
-            return Err(format!("{name}: ran dry after {claimed} jobs"));
-        }
-        claimed += n as u64;
-    }
-    let mut r = Report::new(f.name(), name, claimed, started.elapsed()).latencies(&mut lat);
+    let mut r = claim_rounds(f, &client, &backend, name, sample).await?;
     r.groups = Some(W5S_SESSIONS);
-    r.concurrency = Some(1);
     f.cleanup(backend).await;
     Ok(r)
 }

@@ -320,6 +320,32 @@ pub async fn claim_and_complete<B: Store>(
     Ok(jobs.len())
 }
 
+/// Claims and completes 10 jobs at a time until `sample` are done; the
+/// report's percentiles are per round.
+pub async fn claim_rounds<F: Factory>(
+    f: &F,
+    client: &Client<F::Backend>,
+    backend: &F::Backend,
+    name: &str,
+    sample: u64,
+) -> Result<Report, String> {
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    let mut claimed = 0;
+    while claimed < sample {
+        let t = Instant::now();
+        let n = claim_and_complete(client, backend, 10).await?;
+        lat.push(t.elapsed());
+        if n == 0 {
+            return Err(format!("{name}: the queue ran dry after {claimed} jobs"));
+        }
+        claimed += n as u64;
+    }
+    let mut r = Report::new(f.name(), name, claimed, started.elapsed()).latencies(&mut lat);
+    r.concurrency = Some(1);
+    Ok(r)
+}
+
 /// W5: the cost of claim + acknowledge with a large backlog waiting,
 /// against the same measurement with only the sample waiting.
 pub async fn w5<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
@@ -332,21 +358,8 @@ pub async fn w5<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
             p.groups
         );
         fill(&client, backlog, p.groups, 10_000).await?;
-        let mut lat = Vec::new();
-        let started = Instant::now();
-        let mut claimed = 0;
-        while claimed < sample {
-            let t = Instant::now();
-            let n = claim_and_complete(&client, &backend, 10).await?;
-            lat.push(t.elapsed());
-            if n == 0 {
-                return Err(format!("{name}: the queue ran dry after {claimed} claims"));
-            }
-            claimed += n as u64;
-        }
-        let mut r = Report::new(f.name(), name, claimed, started.elapsed()).latencies(&mut lat);
+        let mut r = claim_rounds(f, &client, &backend, name, sample).await?;
         r.groups = Some(p.groups);
-        r.concurrency = Some(1);
         out.push(r);
         f.cleanup(backend).await;
     }

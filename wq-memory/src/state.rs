@@ -251,6 +251,12 @@ impl State {
             .ok_or_else(|| StoreError::UnknownQueue(name.clone()))
     }
 
+    fn queue_mut(&mut self, name: &QueueName) -> Result<&mut QueueState, StoreError> {
+        self.queues
+            .get_mut(name)
+            .ok_or_else(|| StoreError::UnknownQueue(name.clone()))
+    }
+
     // ---- queues -------------------------------------------------------------
 
     pub fn declare_queue(&mut self, config: &QueueConfig, wake: WakeSender) {
@@ -274,11 +280,7 @@ impl State {
     }
 
     pub fn set_paused(&mut self, name: &QueueName, paused: bool) -> Result<(), StoreError> {
-        let q = self
-            .queues
-            .get_mut(name)
-            .ok_or_else(|| StoreError::UnknownQueue(name.clone()))?;
-        q.paused = paused;
+        self.queue_mut(name)?.paused = paused;
         if !paused {
             self.mark_wake(name);
         }

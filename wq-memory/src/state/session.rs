@@ -187,12 +187,6 @@ impl State {
         }
     }
 
-    fn queue_mut(&mut self, name: &QueueName) -> Result<&mut QueueState, StoreError> {
-        self.queues
-            .get_mut(name)
-            .ok_or_else(|| StoreError::UnknownQueue(name.clone()))
-    }
-
     pub fn set_session_limits(
         &mut self,
         queue: &QueueName,
