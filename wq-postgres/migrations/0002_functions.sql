@@ -32,67 +32,24 @@ LANGUAGE sql AS $$
     SELECT pg_notify('wq:' || current_schema(), p_queue)
 $$;
 
--- Locks the given sessions, and those of the heads of the given groups
--- (the caller holds those groups), in (queue, session) order, creating a
--- missing row; then lowers each one's running count by its p_left (how many
--- of its jobs left running; a start counts -1; pairs may repeat) and
--- recomputes its front and state. A pair with a token (p_tokens) is a start
--- under that lease at p_now: under a rate it sets `next_start` to p_now plus
--- Rate::spacing_after(token) (integer microseconds) and closes the rate.
--- Wakes the queue of a session that may start a job sooner than before.
--- Otherwise no clock is involved: a session with a rate waits from each
--- start until a promotion, by the claiming process's clock, sees its
--- `next_start` pass.
-CREATE FUNCTION wq_sessions_sync(p_queues text[], p_sessions text[], p_left integer[],
-                                 p_tokens bigint[], p_group_queues text[], p_groups text[],
-                                 p_now timestamptz)
+-- Lowers the running count of each given session by its p_left (a start
+-- counts -1) and recomputes its front and state, in one statement. The
+-- pairs are distinct, in (queue, session) order, and this transaction
+-- holds every one's row lock, taken before this statement began, so it
+-- sees every head placed or taken before them. A pair with a token
+-- (p_tokens) is a start under that lease at p_now: under a rate it sets
+-- `next_start` to p_now plus Rate::spacing_after(token) (integer
+-- microseconds) and closes the rate. Wakes the queue of a session that may
+-- start a job sooner than before. Otherwise no clock is involved: a
+-- session with a rate waits from each start until a promotion, by the
+-- claiming process's clock, sees its `next_start` pass.
+CREATE FUNCTION wq_sessions_apply(p_queues text[], p_sessions text[], p_left integer[],
+                                  p_tokens bigint[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_queues text[];
-    v_sessions text[];
-    v_left integer[];
-    v_tokens bigint[];
-    v_locked integer;
     v_woken text[];
 BEGIN
-    -- Which sessions, and how many of each one's jobs left running (a
-    -- group's head is read unlocked: the caller holds the group); each
-    -- locked in (queue, session) order as the join reaches it.
-    SELECT array_agg(t.q ORDER BY t.q, t.s), array_agg(t.s ORDER BY t.q, t.s),
-           array_agg(t.n ORDER BY t.q, t.s), array_agg(t.token ORDER BY t.q, t.s),
-           count(l.one)
-    INTO v_queues, v_sessions, v_left, v_tokens, v_locked
-    FROM (SELECT u.q, u.s, sum(u.n)::integer AS n, max(u.token) AS token FROM (
-              SELECT x.q, x.s, coalesce(x.n, 0) AS n, x.token
-              FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS x(q, s, n, token)
-              WHERE x.s IS NOT NULL
-              UNION ALL
-              SELECT h.queue, h.session, 0, NULL
-              FROM unnest(p_group_queues, p_groups) AS g(q, k)
-              CROSS JOIN LATERAL (SELECT queue, session FROM heads
-                                  WHERE queue = g.q AND group_key = g.k) h
-              WHERE h.session IS NOT NULL) u
-          GROUP BY u.q, u.s
-          ORDER BY u.q, u.s) t
-    LEFT JOIN LATERAL (
-        SELECT 1 AS one FROM sessions x WHERE x.queue = t.q AND x.session = t.s FOR UPDATE) l ON true;
-    IF v_queues IS NULL THEN
-        RETURN;
-    END IF;
-    -- A job names its session from its enqueue on, which creates the row;
-    -- should one be missing all the same, create it rather than skip it.
-    IF v_locked < cardinality(v_queues) THEN
-        INSERT INTO sessions AS cur (queue, session)
-        SELECT w.q, w.s FROM unnest(v_queues, v_sessions) AS w(q, s)
-        ORDER BY w.q, w.s
-        ON CONFLICT (queue, session) DO UPDATE SET paused = cur.paused;
-        -- The queue's row, the first time only, after every other lock:
-        -- its other writers (declare, pause) take nothing else.
-        UPDATE queues SET has_sessions = true
-        WHERE name = ANY(v_queues) AND NOT has_sessions;
-    END IF;
-    -- Begun after the locks: sees every head placed or taken before them.
     WITH synced AS (
         UPDATE sessions s
         SET running = c.running, next_start = c.next_start, rate_open = c.rate_open,
@@ -112,7 +69,7 @@ BEGIN
                                      * interval '1 microsecond' END AS next_start,
                    o.rate_open AND (w.token IS NULL OR o.rate_starts IS NULL) AS rate_open,
                    f.priority, f.run_at, f.seq
-            FROM unnest(v_queues, v_sessions, v_left, v_tokens) AS w(q, s, n, token)
+            FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS w(q, s, n, token)
             JOIN sessions o ON o.queue = w.q AND o.session = w.s
             LEFT JOIN LATERAL (
                 SELECT h.priority, h.run_at, h.seq FROM heads h
@@ -125,6 +82,68 @@ BEGIN
     )
     SELECT array_agg(DISTINCT queue) FILTER (WHERE state > old_state) INTO v_woken FROM synced;
     PERFORM wq_wake(q) FROM unnest(v_woken) AS t(q);
+END $$;
+
+-- Locks the given sessions, and those of the heads of the given groups
+-- (the caller holds those groups), in (queue, session) order, creating a
+-- missing row; then applies each one's p_left and p_tokens (pairs may
+-- repeat) with `wq_sessions_apply`.
+CREATE FUNCTION wq_sessions_sync(p_queues text[], p_sessions text[], p_left integer[],
+                                 p_tokens bigint[], p_group_queues text[], p_groups text[],
+                                 p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_queues text[];
+    v_sessions text[];
+    v_left integer[];
+    v_tokens bigint[];
+    v_locked integer;
+BEGIN
+    -- The sessions of the given groups' heads join the given ones (a
+    -- group's head is read unlocked: the caller holds the group).
+    IF p_groups IS NOT NULL THEN
+        SELECT array_agg(u.q), array_agg(u.s), array_agg(u.n), array_agg(u.token)
+        INTO p_queues, p_sessions, p_left, p_tokens
+        FROM (SELECT x.q, x.s, x.n, x.token
+              FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS x(q, s, n, token)
+              UNION ALL
+              SELECT h.queue, h.session, 0, NULL
+              FROM unnest(p_group_queues, p_groups) AS g(q, k)
+              CROSS JOIN LATERAL (SELECT queue, session FROM heads
+                                  WHERE queue = g.q AND group_key = g.k) h
+              WHERE h.session IS NOT NULL) u;
+    END IF;
+    -- Which sessions, and how many of each one's jobs left running; each
+    -- locked in (queue, session) order as the join reaches it.
+    SELECT array_agg(t.q ORDER BY t.q, t.s), array_agg(t.s ORDER BY t.q, t.s),
+           array_agg(t.n ORDER BY t.q, t.s), array_agg(t.token ORDER BY t.q, t.s),
+           count(l.one)
+    INTO v_queues, v_sessions, v_left, v_tokens, v_locked
+    FROM (SELECT x.q, x.s COLLATE "C" AS s, sum(coalesce(x.n, 0))::integer AS n,
+                 max(x.token) AS token
+          FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS x(q, s, n, token)
+          WHERE x.s IS NOT NULL
+          GROUP BY x.q, x.s COLLATE "C"
+          ORDER BY x.q, x.s COLLATE "C") t
+    LEFT JOIN LATERAL (
+        SELECT 1 AS one FROM sessions x WHERE x.queue = t.q AND x.session = t.s FOR UPDATE) l ON true;
+    IF v_queues IS NULL THEN
+        RETURN;
+    END IF;
+    -- A job names its session from its enqueue on, which creates the row;
+    -- should one be missing all the same, create it rather than skip it.
+    IF v_locked < cardinality(v_queues) THEN
+        INSERT INTO sessions AS cur (queue, session)
+        SELECT w.q, w.s FROM unnest(v_queues, v_sessions) AS w(q, s)
+        ORDER BY w.q, w.s
+        ON CONFLICT (queue, session) DO UPDATE SET paused = cur.paused;
+        -- The queue's row, the first time only, after every other lock:
+        -- its other writers (declare, pause) take nothing else.
+        UPDATE queues SET has_sessions = true
+        WHERE name = ANY(v_queues) AND NOT has_sessions;
+    END IF;
+    PERFORM wq_sessions_apply(v_queues, v_sessions, v_left, v_tokens, p_now);
 END $$;
 
 -- The least time between a group moving on and its next head running
@@ -696,13 +715,20 @@ BEGIN
     WHERE j.id = picked.id
     RETURNING j.*;
     -- Each start counts, and under a rate (one start per claim) pushes the
-    -- next one back (see wq_sessions_sync).
-    SELECT array_agg(j.queue), array_agg(j.session), array_agg(-1), array_agg(j.lease_token)
+    -- next one back (see wq_sessions_apply). Every session started from
+    -- is one this claim locked above: no lock is taken again.
+    SELECT array_agg(t.q ORDER BY t.s), array_agg(t.s ORDER BY t.s),
+           array_agg(t.n ORDER BY t.s), array_agg(t.token ORDER BY t.s)
     INTO v_sq, v_ss, v_sn, v_st
-    FROM unnest(v_ids) AS i(id)
-    CROSS JOIN LATERAL (SELECT queue, session, lease_token FROM jobs WHERE id = i.id) j
-    WHERE j.session IS NOT NULL;
-    PERFORM wq_sessions_sync(v_sq, v_ss, v_sn, v_st, NULL, NULL, p_now);
+    FROM (SELECT j.queue AS q, j.session AS s, -count(*)::integer AS n,
+                 max(j.lease_token) AS token
+          FROM unnest(v_ids) AS i(id)
+          CROSS JOIN LATERAL (SELECT queue, session, lease_token FROM jobs WHERE id = i.id) j
+          WHERE j.session IS NOT NULL
+          GROUP BY j.queue, j.session) t;
+    IF v_sq IS NOT NULL THEN
+        PERFORM wq_sessions_apply(v_sq, v_ss, v_sn, v_st, p_now);
+    END IF;
 END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
