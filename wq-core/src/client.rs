@@ -9,7 +9,8 @@ use rand::RngExt;
 use serde::Serialize;
 
 use crate::error::{Error, ValidationError};
-use crate::job::{Job, JobId, NewJob, Payload, RunAt};
+use crate::events::{EventKind, Events, JobEvent, listening};
+use crate::job::{Job, JobId, JobState, NewJob, Payload, RunAt};
 use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::queue::{QueueConfig, QueueInfo};
 use crate::session::{SessionInfo, SessionLimits, Sessions};
@@ -231,12 +232,14 @@ impl Enqueue {
 #[derive(Debug)]
 pub struct Client<S> {
     inner: Arc<Inner<S>>,
+    events: Option<Events>,
 }
 
 impl<S> Clone for Client<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -262,7 +265,14 @@ impl<S: Store> Client<S> {
                 clock,
                 configs: RwLock::new(HashMap::new()),
             }),
+            events: None,
         }
+    }
+
+    /// Tells `events` of every job this client stores or cancels.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The store.
@@ -327,6 +337,7 @@ impl<S: Store> Client<S> {
         let config = self.config(&job.queue).await?;
         let new = job.build(&config, self.now())?;
         let mut stored = self.inner.store.enqueue(vec![new], self.now()).await?;
+        self.tell_enqueued(&stored);
         stored
             .pop()
             .ok_or_else(|| Error::Store(crate::StoreError::backend("enqueue returned nothing")))
@@ -367,7 +378,27 @@ impl<S: Store> Client<S> {
         if built.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.inner.store.enqueue(built, now).await?)
+        let stored = self.inner.store.enqueue(built, now).await?;
+        self.tell_enqueued(&stored);
+        Ok(stored)
+    }
+
+    /// Tells the client's events of the jobs a call stored.
+    fn tell_enqueued(&self, stored: &[Enqueued]) {
+        let Some(events) = listening(&self.events) else {
+            return;
+        };
+        let at = self.now();
+        for e in stored.iter().filter(|e| e.created) {
+            events.send(JobEvent {
+                id: e.job.id,
+                queue: e.job.queue.clone(),
+                at,
+                kind: EventKind::Enqueued {
+                    run_at: e.job.run_at,
+                },
+            });
+        }
     }
 
     /// One job by id.
@@ -379,7 +410,18 @@ impl<S: Store> Client<S> {
     /// at the next heartbeat and the job ends `cancelled` (or `completed` if
     /// the handler finished first).
     pub async fn cancel(&self, id: JobId) -> Result<Job, Error> {
-        Ok(self.inner.store.cancel(id, self.now()).await?)
+        let job = self.inner.store.cancel(id, self.now()).await?;
+        if let Some(events) = listening(&self.events)
+            && job.state == JobState::Cancelled
+        {
+            events.send(JobEvent {
+                id: job.id,
+                queue: job.queue.clone(),
+                at: self.now(),
+                kind: EventKind::Cancelled,
+            });
+        }
+        Ok(job)
     }
 
     /// Stops workers from claiming from `queue`; enqueueing goes on.

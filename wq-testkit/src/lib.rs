@@ -116,6 +116,7 @@ macro_rules! conformance_tests {
             message_id_is_stable_across_attempts,
             steps_continue_without_spending_attempts,
             steps_free_the_slot,
+            events_tell_each_transition,
             sessions_cap_running_jobs,
             session_rates_space_starts,
             paused_sessions_hold_their_jobs,

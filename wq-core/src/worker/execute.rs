@@ -32,9 +32,13 @@ pub(crate) async fn run<B: Backend>(
         attempt = job.attempt,
         group = job.group.as_ref().map(|g| g.as_str()),
     );
+    let number = job.attempt;
     let ack = attempt(&shared, &queue, job).instrument(span).await;
     // The runner stores the acknowledgement, if any, and frees the slot.
-    let _ = done.send(ack.filter(|_| !shared.control.is_crashed()));
+    let _ = done.send(
+        ack.filter(|_| !shared.control.is_crashed())
+            .map(|a| (a, number)),
+    );
 }
 
 /// What to acknowledge, or `None` when the lease was lost.

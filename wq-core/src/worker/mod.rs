@@ -53,6 +53,7 @@ pub use stats::WorkerStats;
 
 use crate::Backend;
 use crate::error::{Error, ValidationError};
+use crate::events::Events;
 use crate::handler::{DynHandler, Handler};
 use crate::job::JobId;
 use crate::name::QueueName;
@@ -102,6 +103,7 @@ pub struct Worker<B> {
     maintenance: bool,
     leader_lease: Option<Duration>,
     audit_every: Option<Duration>,
+    events: Option<Events>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -117,7 +119,15 @@ impl<B: Backend> Worker<B> {
             maintenance: true,
             leader_lease: None,
             audit_every: Some(Duration::from_secs(60)),
+            events: None,
         }
+    }
+
+    /// Tells `events` of every attempt this worker starts and of how each
+    /// ended, once the store has applied it.
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Reads `clock` instead of the system clock.
@@ -213,6 +223,7 @@ impl<B: Backend> Worker<B> {
             worker_id: id.clone(),
             poll_interval: self.poll_interval,
             control: control.clone(),
+            events: self.events,
         });
         let mut background = vec![tokio::spawn(lease::run(shared.clone(), queues.clone()))];
         if self.maintenance {
@@ -347,6 +358,7 @@ pub(crate) struct Shared<B> {
     worker_id: Arc<str>,
     poll_interval: Duration,
     control: Arc<Control>,
+    events: Option<Events>,
 }
 
 /// Running attempts by job, hashed with foldhash (the ids are ours).

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::stats::Stats;
 use super::{QueueRuntime, Shared, execute};
 use crate::Backend;
+use crate::events::{Deferral, EventKind, JobEvent, listening};
 use crate::job::JobState;
 use crate::store::{Ack, AckAction, AckOutcome, ClaimRequest};
 use crate::time::Timestamp;
@@ -39,21 +40,27 @@ const GATHER_PASSES: usize = 16;
 const GATHER_QUIET: usize = 3;
 
 /// The runner's channel: every finished attempt reports here, with the
-/// acknowledgement to store (none when its lease was lost).
-pub(crate) type Done = mpsc::UnboundedSender<Option<Ack>>;
+/// acknowledgement to store and the attempt's number (none when its lease
+/// was lost).
+pub(crate) type Done = mpsc::UnboundedSender<Option<(Ack, u32)>>;
 
 /// Finished attempts not yet stored.
 #[derive(Default)]
 struct Finished {
     acks: Vec<Ack>,
+    /// The attempt each acknowledgement ends, for the events.
+    attempts: Vec<u32>,
     /// Attempts reported, with or without an acknowledgement.
     count: usize,
 }
 
 impl Finished {
-    fn add(&mut self, ack: Option<Ack>) {
+    fn add(&mut self, done: Option<(Ack, u32)>) {
         self.count += 1;
-        self.acks.extend(ack);
+        if let Some((ack, attempt)) = done {
+            self.acks.push(ack);
+            self.attempts.push(attempt);
+        }
     }
 }
 
@@ -61,7 +68,7 @@ struct Runner<B> {
     shared: Arc<Shared<B>>,
     queue: Arc<QueueRuntime>,
     done_tx: Done,
-    done_rx: mpsc::UnboundedReceiver<Option<Ack>>,
+    done_rx: mpsc::UnboundedReceiver<Option<(Ack, u32)>>,
     signal: crate::WakeSignal,
     /// Attempts started and not yet acknowledged in the store.
     running: usize,
@@ -183,7 +190,7 @@ impl<B: Backend> Runner<B> {
                 .await;
             match result {
                 Ok(done) => {
-                    self.record(&finished.acks, &done.acks);
+                    self.record(&finished, &done.acks);
                     self.running -= finished.count;
                     if let Some(req) = req {
                         self.start(req, done.jobs, done.next_due).await;
@@ -202,7 +209,7 @@ impl<B: Backend> Runner<B> {
                 Err(e) => {
                     tracing::warn!(error = %e, queue = %self.queue.name, "acknowledge and claim failed");
                     if !finished.acks.is_empty() {
-                        self.store_acks(&finished.acks).await;
+                        self.store_acks(&finished).await;
                     }
                     self.running -= finished.count;
                     if claim.is_some() {
@@ -235,12 +242,13 @@ impl<B: Backend> Runner<B> {
 
     /// Stores acknowledgements, retrying while the store fails; gives up once
     /// the leases must have lapsed (those jobs run again after rescue).
-    async fn store_acks(&self, acks: &[Ack]) {
+    async fn store_acks(&self, finished: &Finished) {
+        let acks = &finished.acks;
         let started = std::time::Instant::now();
         let mut wait = Duration::from_millis(10);
         loop {
             match self.shared.backend.ack(acks, self.shared.clock.now()).await {
-                Ok(outcomes) => return self.record(acks, &outcomes),
+                Ok(outcomes) => return self.record(finished, &outcomes),
                 Err(e)
                     if started.elapsed() < self.queue.config.lease
                         && !self.shared.control.is_crashed() =>
@@ -257,9 +265,23 @@ impl<B: Backend> Runner<B> {
         }
     }
 
-    fn record(&self, acks: &[Ack], outcomes: &[AckOutcome]) {
+    /// Counts what the store applied, and tells the events.
+    fn record(&self, finished: &Finished, outcomes: &[AckOutcome]) {
         let s = &self.shared.control.stats;
-        for (ack, outcome) in acks.iter().zip(outcomes) {
+        if let Some(events) = listening(&self.shared.events) {
+            let at = self.shared.clock.now();
+            for ((ack, attempt), outcome) in finished.acks.iter().zip(&finished.attempts).zip(outcomes) {
+                if let Some(kind) = ended(ack, *attempt, outcome, at) {
+                    events.send(JobEvent {
+                        id: ack.id,
+                        queue: self.queue.name.clone(),
+                        at,
+                        kind,
+                    });
+                }
+            }
+        }
+        for (ack, outcome) in finished.acks.iter().zip(outcomes) {
             let counter = match (outcome, &ack.action) {
                 (AckOutcome::Applied(JobState::Completed), _) => &s.completed,
                 (AckOutcome::Applied(JobState::Cancelled), _) => &s.cancelled,
@@ -290,6 +312,19 @@ impl<B: Backend> Runner<B> {
         let got = jobs.len();
         Stats::bump(&self.shared.control.stats.claimed, got as u64);
         self.running += got;
+        if let Some(events) = listening(&self.shared.events) {
+            for job in &jobs {
+                events.send(JobEvent {
+                    id: job.id,
+                    queue: job.queue.clone(),
+                    at: req.now,
+                    kind: EventKind::Started {
+                        attempt: job.attempt,
+                        worker: self.shared.worker_id.clone(),
+                    },
+                });
+            }
+        }
         for job in jobs {
             let task = execute::run(
                 self.shared.clone(),
@@ -326,4 +361,48 @@ impl<B: Backend> Runner<B> {
         let poll = now + self.shared.poll_interval;
         next.map_or(poll, |t| t.min(poll)).max(now + MIN_IDLE)
     }
+}
+
+/// The event an applied acknowledgement tells, if any (a refused one tells
+/// nothing: the job's lease had lapsed, and whoever holds it now tells).
+fn ended(ack: &Ack, attempt: u32, outcome: &AckOutcome, at: Timestamp) -> Option<EventKind> {
+    let AckOutcome::Applied(state) = outcome else {
+        return None;
+    };
+    Some(match (state, &ack.action) {
+        (JobState::Completed, _) => EventKind::Completed { attempt },
+        (JobState::Cancelled, _) => EventKind::Cancelled,
+        (JobState::Dead, AckAction::Kill { error } | AckAction::Retry { error, .. }) => {
+            EventKind::Dead {
+                attempt,
+                error: error.clone(),
+            }
+        }
+        (JobState::Dead, _) => EventKind::Dead {
+            attempt,
+            error: String::new(),
+        },
+        (_, AckAction::Retry { run_at, error }) => EventKind::Retried {
+            attempt,
+            error: error.clone(),
+            run_at: *run_at,
+        },
+        (_, AckAction::Defer { run_at, reason }) => EventKind::Deferred {
+            reason: Deferral::Wait {
+                reason: reason.clone(),
+            },
+            run_at: *run_at,
+        },
+        (_, AckAction::Continue { run_at, step }) => EventKind::Deferred {
+            reason: Deferral::Step { step: step.clone() },
+            run_at: *run_at,
+        },
+        (_, AckAction::Release) => EventKind::Deferred {
+            reason: Deferral::Released,
+            run_at: at,
+        },
+        // A completion the store did not record as completed, or a kill
+        // it did not record as dead: the state says what happened.
+        (_, AckAction::Complete | AckAction::Kill { .. }) => return None,
+    })
 }

@@ -3,6 +3,7 @@
 //! [`crate::conformance_tests!`].
 
 mod enqueue;
+mod events;
 mod lease;
 mod ledger;
 mod operations;
@@ -14,6 +15,7 @@ mod timing;
 mod worker;
 
 pub use enqueue::*;
+pub use events::*;
 pub use lease::*;
 pub use ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
 pub use operations::*;

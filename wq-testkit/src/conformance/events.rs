@@ -1,0 +1,156 @@
+//! Lifecycle events: each transition of a job is told once the store has
+//! applied it, in the order it happened.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use wq_core::{
+    Deferral, Enqueue, EventKind, Events, JobContext, JobError, JobId, QueueConfig, Worker,
+};
+
+use crate::harness::{
+    PATIENCE, TestBackend, TestResult, declare, manual_client, quick_retry, stop, with_backend,
+};
+use crate::{Failure, ensure, ensure_eq};
+
+/// What the test job does, by its payload: succeed; fail once, then
+/// succeed; end a step, then succeed; wait once, then succeed; fail for
+/// good; or wait an hour, to be cancelled.
+const KINDS: [&str; 6] = ["ok", "flaky", "step", "wait", "bad", "later"];
+
+/// One job of each kind under a client and a worker sharing one hub: the
+/// subscriber hears, per job, enqueued, each attempt's start and how it
+/// ended (completed, retried with the error, deferred with the reason kept
+/// apart, dead, cancelled), in order, with the attempt numbers the store
+/// kept.
+pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        let events = Events::new(1024);
+        let mut heard = events.subscribe();
+        let client = client.with_events(events.clone());
+        declare(&client, QueueConfig::new("events").retry(quick_retry(3))).await?;
+        let mut ids: HashMap<JobId, &str> = HashMap::new();
+        for kind in KINDS {
+            let mut e = Enqueue::new("events", &kind).group(kind);
+            if kind == "later" {
+                e = e.delay(Duration::from_secs(3600));
+            }
+            ids.insert(client.enqueue(e).await?.job.id, kind);
+        }
+        let later = ids.iter().find(|(_, k)| **k == "later").map(|(id, _)| *id);
+        if let Some(id) = later {
+            client.cancel(id).await?;
+        }
+        let worker = Worker::new(b.clone())
+            .clock(clock.clone())
+            .events(events.clone())
+            .id("events-worker")
+            .handle("events", |ctx: JobContext| async move {
+                let kind: String = ctx.payload()?;
+                match (kind.as_str(), ctx.attempt(), ctx.step()) {
+                    ("flaky", 1, _) => Err(JobError::retry_after("flaky", Duration::ZERO)),
+                    ("step", _, None) => Err(JobError::continue_at("b", Duration::ZERO)),
+                    ("wait", _, _) if ctx.job().last_error.is_none() => {
+                        Err(JobError::wait_for("busy", Duration::ZERO))
+                    }
+                    ("bad", _, _) => Err(JobError::permanent("bad")),
+                    _ => Ok(()),
+                }
+            })
+            .start()
+            .await?;
+
+        let mut told: HashMap<&str, Vec<EventKind>> = HashMap::new();
+        let heard_all = tokio::time::timeout(PATIENCE, async {
+            while told.values().filter(|k| k.last().is_some_and(ends)).count() < KINDS.len() {
+                let event = heard
+                    .recv()
+                    .await
+                    .map_err(|e| Failure::new(format!("the subscription broke: {e}")))?;
+                ensure_eq!(event.queue.as_str(), "events", "the event's queue");
+                if let Some(kind) = ids.get(&event.id) {
+                    told.entry(kind).or_default().push(event.kind);
+                }
+            }
+            Ok::<(), Failure>(())
+        })
+        .await;
+        stop(worker).await?;
+        heard_all.map_err(|_| Failure::new(format!("not every job ended: {told:?}")))??;
+
+        let worker: std::sync::Arc<str> = "events-worker".into();
+        let started = |attempt| EventKind::Started {
+            attempt,
+            worker: worker.clone(),
+        };
+        let enqueued = |kind: &str| {
+            told[kind]
+                .first()
+                .is_some_and(|e| matches!(e, EventKind::Enqueued { .. }))
+        };
+        for kind in KINDS {
+            ensure!(enqueued(kind), "`{kind}` starts enqueued: {:?}", told[kind]);
+        }
+        let rest = |kind: &str| told[kind][1..].to_vec();
+        ensure_eq!(
+            rest("ok"),
+            vec![started(1), EventKind::Completed { attempt: 1 }],
+            "a job that succeeds"
+        );
+        let flaky = rest("flaky");
+        ensure_eq!(flaky.len(), 4, "a job that fails once: {flaky:?}");
+        ensure!(
+            matches!(&flaky[1], EventKind::Retried { attempt: 1, error, .. } if error.contains("flaky")),
+            "the failure is told as a retry with its error: {flaky:?}"
+        );
+        ensure_eq!(
+            (flaky[0].clone(), flaky[2].clone(), flaky[3].clone()),
+            (started(1), started(2), EventKind::Completed { attempt: 2 }),
+            "a job that fails once: its attempts"
+        );
+        let step = rest("step");
+        ensure_eq!(step.len(), 4, "a job with a step: {step:?}");
+        ensure!(
+            matches!(&step[1], EventKind::Deferred { reason: Deferral::Step { step }, .. } if step == "b"),
+            "a step is told as deferred at the step: {step:?}"
+        );
+        ensure_eq!(
+            (step[0].clone(), step[2].clone(), step[3].clone()),
+            (started(1), started(1), EventKind::Completed { attempt: 1 }),
+            "a step spends no attempt"
+        );
+        let wait = rest("wait");
+        ensure_eq!(wait.len(), 4, "a job that waits: {wait:?}");
+        ensure!(
+            matches!(&wait[1], EventKind::Deferred { reason: Deferral::Wait { reason }, .. } if reason.contains("busy")),
+            "a wait is told as deferred with its reason: {wait:?}"
+        );
+        ensure_eq!(
+            (wait[0].clone(), wait[2].clone(), wait[3].clone()),
+            (started(1), started(1), EventKind::Completed { attempt: 1 }),
+            "a wait spends no attempt"
+        );
+        let bad = rest("bad");
+        ensure_eq!(bad.len(), 2, "a job that fails for good: {bad:?}");
+        ensure!(
+            matches!(&bad[1], EventKind::Dead { attempt: 1, error } if error.contains("bad")),
+            "a permanent failure is told as dead with its error: {bad:?}"
+        );
+        ensure_eq!(
+            rest("later"),
+            vec![EventKind::Cancelled],
+            "a waiting job cancelled by the client"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The last event a job can get in this test.
+fn ends(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Completed { .. } | EventKind::Dead { .. } | EventKind::Cancelled
+    )
+}
