@@ -16,6 +16,7 @@ use crate::queue::{QueueConfig, QueueInfo};
 use crate::session::{SessionInfo, SessionLimits, Sessions};
 use crate::store::{Counts, DeadJobs, Enqueued, ListQuery, Position, Store};
 use crate::time::{SharedClock, SystemClock, Timestamp};
+use crate::typed::IntoEnqueue;
 use crate::validate;
 
 /// How long a client trusts its copy of a queue's settings.
@@ -332,8 +333,10 @@ impl<S: Store> Client<S> {
         Ok(config)
     }
 
-    /// Enqueues one job; returns it once stored.
-    pub async fn enqueue(&self, job: Enqueue) -> Result<Enqueued, Error> {
+    /// Enqueues one job: an [`Enqueue`], or a [`TypedJob`](crate::TypedJob)
+    /// value with its type's queue and options; returns it once stored.
+    pub async fn enqueue(&self, job: impl IntoEnqueue) -> Result<Enqueued, Error> {
+        let job = job.into_enqueue();
         let config = self.config(&job.queue).await?;
         let new = job.build(&config, self.now())?;
         let mut stored = self.inner.store.enqueue(vec![new], self.now()).await?;
@@ -347,9 +350,9 @@ impl<S: Store> Client<S> {
     /// refuses the batch, naming the job's index and field.
     pub async fn enqueue_many(
         &self,
-        jobs: impl IntoIterator<Item = Enqueue>,
+        jobs: impl IntoIterator<Item = impl IntoEnqueue>,
     ) -> Result<Vec<Enqueued>, Error> {
-        let jobs: Vec<Enqueue> = jobs.into_iter().collect();
+        let jobs: Vec<Enqueue> = jobs.into_iter().map(IntoEnqueue::into_enqueue).collect();
         if jobs.len() > validate::MAX_BATCH {
             return Err(ValidationError::new(
                 "jobs",

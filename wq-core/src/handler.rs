@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::BoxError;
 use crate::job::{Job, JobId};
 
 /// Why an attempt failed, and so what happens next; or, for
@@ -118,6 +119,25 @@ impl JobError {
     }
 }
 
+/// The error of a tower layer that boxes errors (timeout, load shedding,
+/// `BoxService`), mapped back: a boxed [`JobError`] (the handler's own,
+/// passed through the layer) is restored as it was; anything else is
+/// retryable with the queue's backoff, its message kept. So a tower
+/// timeout spends an attempt and backs off, never kills the job: a layer
+/// cannot tell a slow bridge from a bad job.
+///
+/// Apply it outside the layer: `ServiceBuilder::new().map_err(JobError::from)`
+/// `.timeout(..)`; a layer whose error needs another class (e.g. load
+/// shedding as a [`JobError::Wait`]) gets its own `map_err` closure.
+impl From<BoxError> for JobError {
+    fn from(e: BoxError) -> Self {
+        match e.downcast::<JobError>() {
+            Ok(job) => *job,
+            Err(other) => JobError::retry(other.to_string()),
+        }
+    }
+}
+
 /// What a handler gets: the job, and a way to learn that it should stop.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -194,7 +214,9 @@ where
     }
 }
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+/// The boxed future of a handler run as a tower service: a service must
+/// name its future's type, and a handler's own future has no name.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
 
 /// A handler behind a pointer, so one worker can serve queues with
 /// different handler types.

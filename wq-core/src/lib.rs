@@ -71,9 +71,11 @@ mod queue;
 mod repeat;
 pub mod retry;
 mod scheduler;
+mod service;
 mod session;
 mod store;
 mod time;
+mod typed;
 pub mod validate;
 pub mod worker;
 
@@ -81,7 +83,7 @@ pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
 pub use client::{Client, Enqueue};
 pub use error::{BoxError, Error, StoreError, ValidationError};
 pub use events::{Deferral, EventKind, Events, JobEvent};
-pub use handler::{Handler, JobContext, JobError};
+pub use handler::{Handler, HandlerFuture, JobContext, JobError};
 pub use job::{Job, JobId, JobState, Lease, NewJob, Payload, RunAt, UnknownState};
 pub use lock::{Lock, LockLease};
 pub use name::{GroupKey, QueueName, SessionKey};
@@ -89,12 +91,14 @@ pub use queue::{OnDead, QueueConfig, QueueInfo, Retention};
 pub use repeat::Repeat;
 pub use retry::RetryPolicy;
 pub use scheduler::{Scheduler, WakeSender, WakeSignal, Wakeups, chained_run_at};
+pub use service::{HandlerService, ServiceHandler};
 pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
 pub use store::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
     ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, Store,
 };
 pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
+pub use typed::{IntoEnqueue, TypedHandler, TypedJob};
 pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
 
 /// Everything a worker needs from a backend: jobs, sessions, locks, time

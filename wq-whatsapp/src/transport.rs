@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wq_core::{Handler, JobContext, JobError};
+use tower::Service;
+use wq_core::{Handler, HandlerFuture, JobContext, JobError};
 
 use crate::jid::Jid;
 use crate::job::JobMessageId;
@@ -90,6 +92,68 @@ impl From<TransportError> for JobError {
 
 /// The edge to WhatsApp: a bridge (Baileys, whatsmeow, the Cloud API) behind
 /// one small trait.
+///
+/// A bridge maps its client's failures onto [`TransportError`]'s classes
+/// and remembers the ids it sent, so a resend after a lost acknowledgement
+/// is answered without sending twice. A small one, recording what it sends:
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use wq::{
+///     Client, ConnectionState, Enqueue, EnqueueMessage, Jid, MemoryStore, MessageId,
+///     OutboundMessage, QueueConfig, SendReceipt, Transport, TransportError, TransportHandler,
+///     Worker,
+/// };
+///
+/// #[derive(Default)]
+/// struct Recorder {
+///     sent: Mutex<Vec<(MessageId, Jid)>>,
+///     seen: Mutex<HashSet<MessageId>>,
+/// }
+///
+/// impl Transport for Recorder {
+///     async fn send(&self, id: &MessageId, msg: &OutboundMessage) -> Result<SendReceipt, TransportError> {
+///         if self.seen.lock().unwrap().insert(id.clone()) {
+///             // A real bridge calls its client here, under `id`.
+///             self.sent.lock().unwrap().push((id.clone(), msg.to.clone()));
+///         }
+///         Ok(SendReceipt { message_id: id.clone() })
+///     }
+///
+///     async fn typing(&self, _instance: &str, _to: &Jid, d: Duration) -> Result<(), TransportError> {
+///         tokio::time::sleep(d).await;
+///         Ok(())
+///     }
+///
+///     fn connection_state(&self, _instance: &str) -> ConnectionState {
+///         ConnectionState::Connected
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let client = Client::new(store.clone());
+/// client.declare_queue(QueueConfig::new("message")).await?;
+/// let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!")?;
+/// let job = client.enqueue(Enqueue::message("message", &msg)).await?;
+///
+/// let bridge = Arc::new(Recorder::default());
+/// let worker = Worker::new(store)
+///     .handle("message", TransportHandler::new(bridge.clone()))
+///     .start()
+///     .await?;
+/// # while client.counts("message").await?.completed < 1 {
+/// #     tokio::time::sleep(Duration::from_millis(5)).await;
+/// # }
+/// worker.shutdown(Duration::from_secs(5)).await;
+/// let sent = bridge.sent.lock().unwrap().clone();
+/// assert_eq!(sent, [(MessageId::for_job(job.job.id), msg.to)]);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Transport: Send + Sync + 'static {
     /// Sends `msg` under the pre-assigned `id`. A bridge that already sent a
     /// message with this id should answer with success and not send again.
@@ -116,15 +180,66 @@ pub trait Transport: Send + Sync + 'static {
 ///
 /// A session that is not connected makes the job wait without spending an
 /// attempt; typing is shown first when the message asks for it.
-#[derive(Debug, Clone)]
+///
+/// Cheap to clone whatever the transport is (clones share it), and a tower
+/// `Service` too, so the layers that wrap any handler wrap it:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use wq::{ConnectionState, Jid, MessageId, OutboundMessage, SendReceipt, Transport, TransportError};
+/// # struct Bridge;
+/// # impl Transport for Bridge {
+/// #     async fn send(&self, id: &MessageId, _: &OutboundMessage) -> Result<SendReceipt, TransportError> {
+/// #         Ok(SendReceipt { message_id: id.clone() })
+/// #     }
+/// #     async fn typing(&self, _: &str, _: &Jid, _: Duration) -> Result<(), TransportError> { Ok(()) }
+/// #     fn connection_state(&self, _: &str) -> ConnectionState { ConnectionState::Connected }
+/// # }
+/// use tower::ServiceBuilder;
+/// use wq::{JobError, MemoryStore, TransportHandler, Worker};
+///
+/// let sender = ServiceBuilder::new()
+///     .map_err(JobError::from) // a timeout retries with the queue's backoff
+///     .timeout(Duration::from_secs(20))
+///     .service(TransportHandler::new(Arc::new(Bridge)));
+/// let worker = Worker::new(MemoryStore::new()).service("message", sender);
+/// # let _ = worker;
+/// ```
+#[derive(Debug)]
 pub struct TransportHandler<T> {
     transport: Arc<T>,
+}
+
+impl<T> Clone for TransportHandler<T> {
+    fn clone(&self) -> Self {
+        Self {
+            transport: self.transport.clone(),
+        }
+    }
 }
 
 impl<T: Transport> TransportHandler<T> {
     /// Sends through `transport`.
     pub fn new(transport: Arc<T>) -> Self {
         Self { transport }
+    }
+}
+
+impl<T: Transport> Service<JobContext> for TransportHandler<T> {
+    type Response = ();
+    type Error = JobError;
+    type Future = HandlerFuture;
+
+    /// Always ready: the session's connection is checked per message, so a
+    /// disconnected session defers its own jobs, not the whole queue.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ctx: JobContext) -> HandlerFuture {
+        let this = self.clone();
+        Box::pin(async move { this.handle(ctx).await })
     }
 }
 

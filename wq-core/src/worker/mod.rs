@@ -38,6 +38,7 @@ mod runner;
 mod stats;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 #[cfg(feature = "test-util")]
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,12 +55,14 @@ pub use stats::WorkerStats;
 use crate::Backend;
 use crate::error::{Error, ValidationError};
 use crate::events::Events;
-use crate::handler::{DynHandler, Handler};
+use crate::handler::{DynHandler, Handler, JobContext, JobError};
 use crate::job::JobId;
 use crate::name::QueueName;
 use crate::queue::QueueConfig;
 use crate::repeat::Repeat;
+use crate::service::ServiceHandler;
 use crate::time::{SharedClock, SystemClock};
+use crate::typed::{TypedHandler, TypedJob};
 use crate::validate;
 
 /// Per-queue options of one worker, overriding the queue's settings.
@@ -160,6 +163,33 @@ impl<B: Backend> Worker<B> {
             options,
         });
         self
+    }
+
+    /// Runs `handler` for the jobs of `J`'s queue, with each payload
+    /// decoded as `J` (see [`TypedHandler`]); options go through
+    /// [`Worker::handle_with`] and `TypedHandler::new`.
+    pub fn handle_typed<J: TypedJob, Fut>(
+        self,
+        handler: impl Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+    ) -> Self
+    where
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.handle(J::QUEUE, TypedHandler::new(handler))
+    }
+
+    /// Runs a tower service for the jobs of `queue` (see
+    /// [`ServiceHandler`]), e.g. a handler wrapped in layers.
+    pub fn service<S>(self, queue: impl Into<QueueName>, service: S) -> Self
+    where
+        S: tower::Service<JobContext, Response = (), Error = JobError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
+        self.handle(queue, ServiceHandler::new(service))
     }
 
     /// Enqueues `repeat`'s job once per slot while this worker leads

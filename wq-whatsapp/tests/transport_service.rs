@@ -1,0 +1,109 @@
+//! `TransportHandler` as a shared, cloneable tower service, on the memory
+//! backend.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tower::ServiceBuilder;
+use wq::{
+    Client, ConnectionState, Enqueue, EnqueueMessage, Jid, JobError, JobState, MemoryStore,
+    MessageId, OutboundMessage, QueueConfig, RetryPolicy, SendReceipt, Transport, TransportError,
+    TransportHandler, Worker,
+};
+
+/// A bridge that is not `Clone`, whose first send hangs (a stuck socket)
+/// and whose later sends are recorded.
+#[derive(Default)]
+struct StuckOnce {
+    attempts: AtomicUsize,
+    sent: Mutex<Vec<MessageId>>,
+}
+
+impl Transport for StuckOnce {
+    async fn send(
+        &self,
+        id: &MessageId,
+        _msg: &OutboundMessage,
+    ) -> Result<SendReceipt, TransportError> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        self.sent.lock().expect("lock").push(id.clone());
+        Ok(SendReceipt {
+            message_id: id.clone(),
+        })
+    }
+
+    async fn typing(&self, _: &str, _: &Jid, _: Duration) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn connection_state(&self, _: &str) -> ConnectionState {
+        ConnectionState::Connected
+    }
+}
+
+#[test]
+fn transport_handler_clones_without_a_clone_transport() {
+    let bridge = Arc::new(StuckOnce::default());
+    let handler = TransportHandler::new(bridge.clone());
+    let copy = handler.clone();
+    assert_eq!(
+        Arc::strong_count(&bridge),
+        3,
+        "both handlers share the one bridge"
+    );
+    drop((handler, copy));
+    assert_eq!(Arc::strong_count(&bridge), 1);
+}
+
+#[tokio::test]
+async fn transport_handler_runs_under_a_tower_timeout() {
+    let store = MemoryStore::new();
+    let client = Client::new(store.clone());
+    client
+        .declare_queue(QueueConfig::new("message").retry(RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(10),
+            jitter: false,
+            ..RetryPolicy::default()
+        }))
+        .await
+        .expect("declare");
+    let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!").expect("valid");
+    let id = client
+        .enqueue(Enqueue::message("message", &msg))
+        .await
+        .expect("enqueue")
+        .job
+        .id;
+
+    let bridge = Arc::new(StuckOnce::default());
+    let sender = ServiceBuilder::new()
+        .map_err(JobError::from)
+        .timeout(Duration::from_millis(50))
+        .service(TransportHandler::new(bridge.clone()));
+    let worker = Worker::new(store)
+        .service("message", sender)
+        .start()
+        .await
+        .expect("start");
+    let job = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let job = client.get(id).await.expect("get").expect("exists");
+            if job.state.is_terminal() {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the job ends within 10 s");
+    worker.shutdown(Duration::from_secs(5)).await;
+
+    // The queue's own timeout is 5 minutes: the layer cut the stuck send.
+    assert_eq!((job.state, job.attempt), (JobState::Completed, 2));
+    assert_eq!(bridge.attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(*bridge.sent.lock().expect("lock"), [MessageId::for_job(id)]);
+}
