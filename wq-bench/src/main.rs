@@ -5,6 +5,7 @@
 //! cargo run --release -p wq-bench -- --backend memory --workload all
 //! ```
 
+mod events;
 mod memory;
 mod postgres;
 mod redis;
@@ -33,6 +34,8 @@ enum Workload {
     All,
     W1,
     W2,
+    /// W2 with a subscribed events hub, against plain W2.
+    W2e,
     W3,
     W4,
     W5,
@@ -98,6 +101,12 @@ async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
     }
     if wants(Workload::W2) {
         workloads::w2(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if wants(Workload::W2e) {
+        events::w2_events(f, &p)
             .await?
             .iter()
             .for_each(report::Report::print);

@@ -22,6 +22,8 @@ pub struct Report {
     pub of_ideal: Option<f64>,
     /// Claim cost against plain W5 in the same run (W5-sessions).
     pub vs_w5: Option<f64>,
+    /// W2-events: its time over plain W2's in the same round.
+    pub vs_w2: Option<f64>,
 }
 
 impl Report {
@@ -46,6 +48,7 @@ impl Report {
             order_violations: None,
             of_ideal: None,
             vs_w5: None,
+            vs_w2: None,
         }
     }
 

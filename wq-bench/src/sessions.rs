@@ -117,7 +117,16 @@ pub async fn w6<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
             }
         }
     };
-    let elapsed = drain(&client, &backend, handler, &seen.done, p.jobs, concurrency).await?;
+    let elapsed = drain(
+        &client,
+        &backend,
+        handler,
+        &seen.done,
+        p.jobs,
+        concurrency,
+        None,
+    )
+    .await?;
     f.cleanup(backend).await;
     let ideal = f64::from(W6_STARTS_PER_SEC) * W6_SESSIONS as f64;
     let mut r = Report::new(f.name(), "W6", p.jobs, elapsed);

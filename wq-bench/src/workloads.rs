@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use wq_core::{
-    Ack, AckAction, Backend, ClaimRequest, Client, Enqueue, Handler, JobContext, JobError,
+    Ack, AckAction, Backend, ClaimRequest, Client, Enqueue, Events, Handler, JobContext, JobError,
     QueueConfig, QueueOptions, Store, Worker, WorkerHandle,
 };
 
@@ -141,13 +141,20 @@ async fn drained<B: Store>(client: &Client<B>, done: &AtomicU64, total: u64) -> 
     }
 }
 
-/// Starts a worker running `handler` on the bench queue.
+/// Starts a worker running `handler` on the bench queue, telling `events`
+/// if given.
 async fn start<B: Backend>(
     backend: &B,
     handler: impl Handler,
     concurrency: usize,
+    events: Option<Events>,
 ) -> Result<WorkerHandle, String> {
-    Worker::new(backend.clone())
+    let worker = Worker::new(backend.clone());
+    let worker = match events {
+        Some(events) => worker.events(events),
+        None => worker,
+    };
+    worker
         .handle_with(
             QUEUE,
             handler,
@@ -167,9 +174,10 @@ pub async fn drain<B: Backend>(
     done: &AtomicU64,
     total: u64,
     concurrency: usize,
+    events: Option<Events>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let worker = start(backend, handler, concurrency).await?;
+    let worker = start(backend, handler, concurrency, events).await?;
     drained(client, done, total).await?;
     let elapsed = started.elapsed();
     worker.shutdown(Duration::from_secs(30)).await;
@@ -178,8 +186,21 @@ pub async fn drain<B: Backend>(
 
 /// W2: drain a full queue with a no-op handler.
 pub async fn w2<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
+    Ok(vec![w2_run(f, p, "W2", None).await?])
+}
+
+/// One W2 run named `name`, its worker telling `events` if given.
+pub async fn w2_run<F: Factory>(
+    f: &F,
+    p: &Params,
+    name: &str,
+    events: Option<Events>,
+) -> Result<Report, String> {
     let (client, backend) = setup(f).await?;
-    eprintln!("W2: drain {} jobs, concurrency {}", p.jobs, p.concurrency);
+    eprintln!(
+        "{name}: drain {} jobs, concurrency {}",
+        p.jobs, p.concurrency
+    );
     fill(&client, p.jobs, 0, 5_000).await?;
     let done = Arc::new(AtomicU64::new(0));
     let handler = {
@@ -189,11 +210,20 @@ pub async fn w2<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
             std::future::ready(Ok::<(), JobError>(()))
         }
     };
-    let elapsed = drain(&client, &backend, handler, &done, p.jobs, p.concurrency).await?;
+    let elapsed = drain(
+        &client,
+        &backend,
+        handler,
+        &done,
+        p.jobs,
+        p.concurrency,
+        events,
+    )
+    .await?;
     f.cleanup(backend).await;
-    let mut r = Report::new(f.name(), "W2", p.jobs, elapsed);
+    let mut r = Report::new(f.name(), name, p.jobs, elapsed);
     r.concurrency = Some(p.concurrency);
-    Ok(vec![r])
+    Ok(r)
 }
 
 /// W3: grouped FIFO with one in flight per group; the handler yields a
@@ -243,7 +273,16 @@ pub async fn w3<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
             }
         }
     };
-    let elapsed = drain(&client, &backend, handler, &done, p.jobs, p.concurrency).await?;
+    let elapsed = drain(
+        &client,
+        &backend,
+        handler,
+        &done,
+        p.jobs,
+        p.concurrency,
+        None,
+    )
+    .await?;
     f.cleanup(backend).await;
     let mut r = Report::new(f.name(), "W3", p.jobs, elapsed);
     r.groups = Some(p.groups);
@@ -275,7 +314,7 @@ pub async fn w4<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
             std::future::ready(result)
         }
     };
-    let worker = start(&backend, handler, p.concurrency).await?;
+    let worker = start(&backend, handler, p.concurrency, None).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let every = Duration::from_secs_f64(1.0 / p.rate as f64);
     let mut tick = tokio::time::interval(every);
