@@ -28,6 +28,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let schema = format!("wq_example_{:08x}", rand::random::<u32>());
     let store = PgStore::connect(&url, &schema).await?;
+    let result = run(&store).await;
+    store.drop_schema().await?;
+    result
+}
+
+async fn run(store: &PgStore) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::new(store.clone());
     client.declare_queue(QueueConfig::new("message")).await?;
 
@@ -101,12 +107,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64()
     );
     println!("every contact's messages in order: {in_order}");
-
-    let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
-    sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(store.pool())
-        .await?;
-    store.close().await;
     if in_order {
         Ok(())
     } else {

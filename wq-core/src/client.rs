@@ -29,7 +29,7 @@ const PRUNE_BATCH: usize = 1_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::Enqueue;
+/// use wq::Enqueue;
 ///
 /// let job = Enqueue::new("message", &serde_json::json!({ "text": "hi" }))
 ///     .group("customer-42")
@@ -519,11 +519,10 @@ impl<S: Store + Sessions> Client<S> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use wq_core::{Client, Enqueue, QueueConfig, Rate, SessionLimits};
-    /// use wq_memory::MemoryStore;
+    /// use wq::{Client, Enqueue, MemoryStore, QueueConfig, Rate, SessionLimits};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), wq_core::Error> {
+    /// # async fn main() -> Result<(), wq::Error> {
     /// let client = Client::new(MemoryStore::new());
     /// client.declare_queue(QueueConfig::new("message")).await?;
     /// let limits = SessionLimits::new()

@@ -113,11 +113,12 @@ pub enum Deferral {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::{Client, Enqueue, EventKind, Events, JobContext, JobError, QueueConfig, Worker};
-/// use wq_memory::MemoryStore;
+/// use wq::{
+///     Client, Enqueue, EventKind, Events, JobContext, JobError, MemoryStore, QueueConfig, Worker,
+/// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), wq_core::Error> {
+/// # async fn main() -> Result<(), wq::Error> {
 /// let store = MemoryStore::new();
 /// let events = Events::new(1024);
 /// let mut seen = events.subscribe();

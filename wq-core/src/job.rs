@@ -299,7 +299,7 @@ impl Job {
     /// it stores:
     ///
     /// ```
-    /// use wq_core::{Job, JobId, JobState, Payload, Timestamp};
+    /// use wq::{Job, JobId, JobState, Payload, Timestamp};
     ///
     /// let now = Timestamp::from_millis(1_700_000_000_000);
     /// let mut job = Job::new(JobId::new(), "message".into(), Payload::from_raw("1")?, now);

@@ -22,11 +22,10 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use wq_core::{Client, Enqueue, JobContext, JobError, QueueConfig, Worker};
-//! use wq_memory::MemoryStore;
+//! use wq::{Client, Enqueue, JobContext, JobError, MemoryStore, QueueConfig, Worker};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), wq_core::Error> {
+//! # async fn main() -> Result<(), wq::Error> {
 //! let store = MemoryStore::new();
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;

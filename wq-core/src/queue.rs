@@ -42,7 +42,7 @@ impl Default for Retention {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::{OnDead, QueueConfig};
+/// use wq::{OnDead, QueueConfig};
 ///
 /// let campaign = QueueConfig::new("campaign")
 ///     .concurrency(4)

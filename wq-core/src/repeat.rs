@@ -43,7 +43,7 @@ enum Schedule {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::{Enqueue, Repeat};
+/// use wq::{Enqueue, Repeat};
 ///
 /// let job = Enqueue::new("automation", &serde_json::json!({ "kind": "report" }));
 /// // Every day at 09:00 UTC.
@@ -52,7 +52,7 @@ enum Schedule {
 /// // Weekdays at 09:00 in São Paulo.
 /// let local = Repeat::cron("weekday-report", "0 9 * * MON-FRI", "America/Sao_Paulo", job)?;
 /// # let _ = (utc, local);
-/// # Ok::<(), wq_core::ValidationError>(())
+/// # Ok::<(), wq::ValidationError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Repeat {

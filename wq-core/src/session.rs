@@ -30,7 +30,7 @@ pub const MAX_RATE_STARTS: u32 = 1_000_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::Rate;
+/// use wq::Rate;
 ///
 /// let rate = Rate::new(20, Duration::from_secs(1)).jitter(Duration::from_millis(10));
 /// assert_eq!(rate.spacing(), Duration::from_millis(50));
@@ -87,7 +87,7 @@ impl Rate {
 ///
 /// ```
 /// use std::time::Duration;
-/// use wq_core::{Rate, SessionLimits};
+/// use wq::{Rate, SessionLimits};
 ///
 /// // One send at a time, at most 20 starts a second.
 /// let number = SessionLimits::new()

@@ -6,11 +6,10 @@
 //! backlog, and one lock keeps it safe under many concurrent workers.
 //!
 //! ```
-//! use wq_core::{Client, Enqueue, QueueConfig};
-//! use wq_memory::MemoryStore;
+//! use wq::{Client, Enqueue, MemoryStore, QueueConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), wq_core::Error> {
+//! # async fn main() -> Result<(), wq::Error> {
 //! let client = Client::new(MemoryStore::new());
 //! client.declare_queue(QueueConfig::new("message")).await?;
 //! let first = client.enqueue(Enqueue::new("message", &"hi").idempotency_key("wamid.1")).await?;

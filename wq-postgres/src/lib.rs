@@ -19,8 +19,7 @@
 //! (and parallel tests) share one database.
 //!
 //! ```no_run
-//! use wq_core::{Client, Enqueue, QueueConfig};
-//! use wq_postgres::PgStore;
+//! use wq::{Client, Enqueue, PgStore, QueueConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +27,31 @@
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;
 //! client.enqueue(Enqueue::new("message", &"hi").group("inst-1:5511999998888")).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This one runs against the local Postgres in a schema of its own and
+//! drops it at the end:
+//!
+//! ```
+//! use wq::{Client, Enqueue, PgStore, QueueConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), wq::Error> {
+//! let url = std::env::var("WQ_POSTGRES_URL")
+//!     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+//! let schema = format!("wq_doc_{:08x}", rand::random::<u32>());
+//! let store = PgStore::connect(&url, &schema).await?;
+//! let client = Client::new(store.clone());
+//! client.declare_queue(QueueConfig::new("message")).await?;
+//! let contact = "inst-1:5511999998888";
+//! client.enqueue(Enqueue::new("message", &"Olá!").group(contact)).await?;
+//! let second = client.enqueue(Enqueue::new("message", &"Tudo bem?").group(contact)).await?;
+//! // The second message waits for the first: one job in flight per contact.
+//! let position = client.position(second.job.id).await?.map(|p| p.in_group);
+//! assert_eq!(position, Some(Some(1)));
+//! store.drop_schema().await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -28,11 +28,10 @@
 //! deletes jobs silently.
 //!
 //! ```no_run
-//! use wq_core::{Client, Enqueue, QueueConfig};
-//! use wq_redis::RedisStore;
+//! use wq::{Client, Enqueue, QueueConfig, RedisStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), wq_core::Error> {
+//! # async fn main() -> Result<(), wq::Error> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379", "wq").await?;
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;
@@ -47,11 +46,10 @@
 //! up after itself:
 //!
 //! ```
-//! use wq_core::{Client, Enqueue, JobState, QueueConfig};
-//! use wq_redis::RedisStore;
+//! use wq::{Client, Enqueue, JobState, QueueConfig, RedisStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), wq_core::Error> {
+//! # async fn main() -> Result<(), wq::Error> {
 //! let url = std::env::var("WQ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
 //! let prefix = format!("wq-doc-{:08x}", rand::random::<u32>());
 //! let store = RedisStore::connect(&url, &prefix).await?;

@@ -26,8 +26,8 @@
 //! test) and invokes both macros from an integration test:
 //!
 //! ```
+//! use wq::MemoryStore;
 //! use wq_testkit::{Failure, TestBackend};
-//! use wq_memory::MemoryStore;
 //!
 //! struct Memory;
 //!

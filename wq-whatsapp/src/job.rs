@@ -16,13 +16,12 @@ mod sealed {
 /// build message jobs like any other.
 ///
 /// ```
-/// use wq_core::Enqueue;
-/// use wq_whatsapp::{EnqueueMessage, OutboundMessage};
+/// use wq::{Enqueue, EnqueueMessage, OutboundMessage};
 ///
 /// let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!")?;
 /// let job = Enqueue::message("message", &msg);
 /// # let _ = job;
-/// # Ok::<(), wq_core::ValidationError>(())
+/// # Ok::<(), wq::ValidationError>(())
 /// ```
 pub trait EnqueueMessage: sealed::Sealed {
     /// A job sending `msg` through a [`TransportHandler`](crate::TransportHandler)

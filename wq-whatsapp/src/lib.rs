@@ -22,11 +22,9 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use wq_core::{Client, Enqueue, QueueConfig, Worker};
-//! use wq_memory::MemoryStore;
-//! use wq_whatsapp::{
-//!     ConnectionState, EnqueueMessage, Jid, MessageId, OutboundMessage, SendReceipt, Transport,
-//!     TransportError, TransportHandler,
+//! use wq::{
+//!     Client, ConnectionState, Enqueue, EnqueueMessage, Jid, MemoryStore, MessageId, OutboundMessage,
+//!     QueueConfig, SendReceipt, Transport, TransportError, TransportHandler, Worker,
 //! };
 //!
 //! /// A bridge that prints instead of sending.

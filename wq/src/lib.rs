@@ -7,16 +7,32 @@
 //! priorities shape when messages go out. The same guarantees hold on every
 //! backend, proven by one conformance suite.
 //!
-//! Pick a backend with a cargo feature: `memory` (default, in-process),
-//! `postgres` (`PgStore` on sqlx) or `redis` (`RedisStore` on redis-rs).
-//! Handler code does not change between them.
+//! ```toml
+//! [dependencies]
+//! wq = { version = "0.1", features = ["postgres"] } # memory and whatsapp are on by default
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "signal"] }
+//! ```
 //!
-//! The `whatsapp` feature (default) re-exports the WhatsApp layer of
-//! `wq-whatsapp`: `OutboundMessage`, `Jid`, `Content`, `Enqueue::message`
-//! (bring `EnqueueMessage` into scope), `JobContext::message_id` (bring
-//! `JobMessageId` into scope), and the `Transport` trait a bridge
-//! implements, run by a `TransportHandler`. Without it, `wq` is a generic
-//! durable job queue.
+//! ## What each feature brings
+//!
+//! Everything lives at the crate root, whatever the features: a user
+//! writes `wq::Client` and `wq::PgStore` alike.
+//!
+//! | feature | brings | from |
+//! |---|---|---|
+//! | (always) | [`Client`], [`Enqueue`], [`Worker`], [`JobContext`], [`QueueConfig`], [`RetryPolicy`], [`SessionLimits`], [`Repeat`], the [`Store`] traits, [`Error`] | `wq-core` |
+//! | `memory` (default) | `MemoryStore`: in-process, for tests, demos and single-process apps | `wq-memory` |
+//! | `whatsapp` (default) | `OutboundMessage`, `Jid`, `Content`, `MessageId`, `EnqueueMessage` (adds `Enqueue::message`), `JobMessageId` (adds `JobContext::message_id`), the `Transport` trait a bridge implements and the `TransportHandler` that runs it | `wq-whatsapp` |
+//! | `postgres` | `PgStore`, `PgStoreBuilder`: many worker processes on one database | `wq-postgres` |
+//! | `redis` | `RedisStore`, `RedisStoreBuilder`, and `RedisStoreError` (inside a `StoreError::Backend`) | `wq-redis` |
+//!
+//! Handler code does not change between backends. Without `whatsapp`, `wq`
+//! is a generic durable job queue: `Enqueue::new` takes any serializable
+//! payload and `job.id()` is the stable key. Running `wq` in production
+//! (migrations, pool sizes, leases, shutdown, retention, monitoring):
+//! `docs/production.md` in the repository.
+//!
+//! ## Example
 //!
 //! ```
 //! use std::time::Duration;
@@ -57,22 +73,22 @@
 //! # }
 //! ```
 
+// The re-exports carry no comments of their own: rustdoc would show them
+// before the item's own summary. Which feature brings what is in the crate
+// docs above.
 pub use wq_core::*;
 
 #[cfg(feature = "whatsapp")]
 pub use wq_whatsapp::*;
 
-/// The in-process backend.
 #[cfg(feature = "memory")]
 pub use wq_memory::MemoryStore;
 
-/// The Postgres backend.
 #[cfg(feature = "postgres")]
 pub use wq_postgres::{PgStore, PgStoreBuilder};
 
-/// The Redis backend.
 #[cfg(feature = "redis")]
-pub use wq_redis::{RedisStore, RedisStoreBuilder};
+pub use wq_redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(all(doctest, feature = "memory", feature = "whatsapp"))]
