@@ -19,6 +19,9 @@
 //! (and parallel tests) share one database.
 //!
 //! ```no_run
+//! # // The facade's paths, through a stand-in for `wq`: a dev-dependency on
+//! # // `wq` would turn its `postgres` feature on in every build of the workspace.
+//! # mod wq { pub use wq_core::*; pub use wq_postgres::{PgStore, PgStoreBuilder}; }
 //! use wq::{Client, Enqueue, PgStore, QueueConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -35,6 +38,9 @@
 //! drops it at the end:
 //!
 //! ```
+//! # // The facade's paths, through a stand-in for `wq`: a dev-dependency on
+//! # // `wq` would turn its `postgres` feature on in every build of the workspace.
+//! # mod wq { pub use wq_core::*; pub use wq_postgres::{PgStore, PgStoreBuilder}; }
 //! use wq::{Client, Enqueue, PgStore, QueueConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -11,13 +11,13 @@
 //! - A claim pops due group heads from a sorted set: only ungrouped jobs
 //!   and the head of each group are ever in it, so its cost does not grow
 //!   with the backlog behind them.
-//! - Sessions (`wq_core::Sessions`) keep their due heads in an index of
+//! - Sessions (`wq::Sessions`) keep their due heads in an index of
 //!   their own; the claim reaches them through an index of the sessions
 //!   that may start a job now, so a paused, full or rate-limited session
 //!   costs it nothing.
 //! - Scripts publish on the queue's channel when work may have become
 //!   claimable; a pub/sub connection per store wakes idle workers.
-//! - `wq_core::Audit` checks a queue's invariants page by page (a script
+//! - `wq::Audit` checks a queue's invariants page by page (a script
 //!   call per 1,000 jobs) and repairs what it finds.
 //! - Time comes from the caller, never from Redis.
 //!
@@ -28,6 +28,9 @@
 //! deletes jobs silently.
 //!
 //! ```no_run
+//! # // The facade's paths, through a stand-in for `wq`: a dev-dependency on
+//! # // `wq` would turn its `redis` feature on in every build of the workspace.
+//! # mod wq { pub use wq_core::*; pub use wq_redis::{RedisStore, RedisStoreBuilder, RedisStoreError}; }
 //! use wq::{Client, Enqueue, QueueConfig, RedisStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,6 +49,9 @@
 //! up after itself:
 //!
 //! ```
+//! # // The facade's paths, through a stand-in for `wq`: a dev-dependency on
+//! # // `wq` would turn its `redis` feature on in every build of the workspace.
+//! # mod wq { pub use wq_core::*; pub use wq_redis::{RedisStore, RedisStoreBuilder, RedisStoreError}; }
 //! use wq::{Client, Enqueue, JobState, QueueConfig, RedisStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
