@@ -289,7 +289,7 @@ async fn typed_handlers_take_tower_layers() {
     });
     let service = ServiceBuilder::new()
         .map_err(JobError::from)
-        .timeout(Duration::from_millis(20))
+        .timeout(Duration::from_millis(250))
         .service(handler);
     let worker = Worker::new(store)
         .service(SendText::QUEUE, service)

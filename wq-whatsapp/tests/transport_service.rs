@@ -82,7 +82,7 @@ async fn transport_handler_runs_under_a_tower_timeout() {
     let bridge = Arc::new(StuckOnce::default());
     let sender = ServiceBuilder::new()
         .map_err(JobError::from)
-        .timeout(Duration::from_millis(50))
+        .timeout(Duration::from_millis(250))
         .service(TransportHandler::new(bridge.clone()));
     let worker = Worker::new(store)
         .service("message", sender)
