@@ -196,6 +196,11 @@ impl JobContext {
 
 /// Runs one job. Implemented for every `Fn(JobContext) -> impl Future`.
 ///
+/// A handler that wants its payload decoded is a
+/// [`TypedHandler`](crate::TypedHandler); one under tower layers is a
+/// [`HandlerService`](crate::HandlerService) wrapped, then run by a
+/// [`ServiceHandler`](crate::ServiceHandler).
+///
 /// Handlers run at least once per job: a worker that dies mid-run loses its
 /// lease and the job runs again, so effects should be idempotent or keyed by
 /// [`JobContext::id`].
