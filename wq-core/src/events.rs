@@ -3,7 +3,8 @@
 //!
 //! An [`Events`] hub is handed to a [`Client`](crate::Client) (which tells
 //! of jobs it stored or cancelled) and to [`Worker`](crate::Worker)s (which
-//! tell of attempts started and of how they ended); any number of
+//! tell of attempts started and of how they ended, and, while one leads
+//! maintenance, of jobs it rescued from lapsed leases); any number of
 //! subscribers each get every event from then on. An event is sent only
 //! once the store has applied what it tells, so a subscriber never hears of
 //! an outcome that a crash could undo. With no hub, or no subscriber, no
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::job::JobId;
+use crate::job::{JobId, JobState};
 use crate::name::QueueName;
 use crate::time::Timestamp;
 
@@ -85,6 +86,14 @@ pub enum EventKind {
     /// Cancelled: while it waited, by the client, or while it ran, by the
     /// worker once the handler stopped.
     Cancelled,
+    /// Its worker stopped heartbeating and the lease lapsed; the
+    /// maintenance leader took it back into `state`: available or
+    /// scheduled to run again (the attempt stays spent), dead when none
+    /// was left, or cancelled when that had been asked.
+    Rescued {
+        /// The state it is in now.
+        state: JobState,
+    },
 }
 
 /// Why a job was put back without spending an attempt.

@@ -94,7 +94,7 @@ pub use service::{HandlerService, ServiceHandler};
 pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
 pub use store::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
-    ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, Store,
+    ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, RescuedJob, Store,
 };
 pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
 pub use typed::{IntoEnqueue, TypedHandler, TypedJob};

@@ -348,7 +348,8 @@ pub enum DeadJobs {
 }
 
 /// What a rescue of lapsed leases did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RescueReport {
     /// Jobs made available again.
     pub retried: u64,
@@ -356,12 +357,35 @@ pub struct RescueReport {
     pub dead: u64,
     /// Jobs whose cancellation had been requested, now cancelled.
     pub cancelled: u64,
+    /// Each job rescued, in the order the backend took them.
+    pub jobs: Vec<RescuedJob>,
+}
+
+/// One job a rescue took back, and the state it left it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RescuedJob {
+    /// The job.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Available or scheduled (it runs again), dead or cancelled.
+    pub state: JobState,
 }
 
 impl RescueReport {
     /// Jobs rescued in all.
     pub fn total(&self) -> u64 {
         self.retried + self.dead + self.cancelled
+    }
+
+    /// Counts a job rescued into `state`, and keeps it.
+    pub fn add(&mut self, id: JobId, queue: QueueName, state: JobState) {
+        match state {
+            JobState::Dead => self.dead += 1,
+            JobState::Cancelled => self.cancelled += 1,
+            _ => self.retried += 1,
+        }
+        self.jobs.push(RescuedJob { id, queue, state });
     }
 }
 

@@ -520,18 +520,19 @@ impl State {
                 continue;
             };
             job.lease = None;
-            if job.cancel_requested {
+            let queue = job.queue.clone();
+            let state = if job.cancel_requested {
                 self.finish(id, JobState::Cancelled, now);
-                report.cancelled += 1;
+                JobState::Cancelled
             } else if job.attempt >= job.max_attempts {
                 job.last_error = Some(LEASE_LAPSED.into());
                 self.finish(id, JobState::Dead, now);
-                report.dead += 1;
+                JobState::Dead
             } else {
                 job.last_error = Some(LEASE_LAPSED.into());
-                self.requeue(id, now);
-                report.retried += 1;
-            }
+                self.requeue(id, now)
+            };
+            report.add(id, queue, state);
         }
         report
     }

@@ -1076,9 +1076,10 @@ LANGUAGE sql AS $$
 $$;
 
 -- Takes back up to p_limit jobs whose lease lapsed: cancelled if that was
--- asked, dead if no attempt is left, available again otherwise.
+-- asked, dead if no attempt is left, available again otherwise. Returns a
+-- row per job taken back: its id, queue and the state it is in now.
 CREATE FUNCTION rescue(p_now timestamptz, p_limit integer)
-RETURNS TABLE (retried integer, dead integer, cancelled integer)
+RETURNS TABLE (id uuid, queue text, state smallint)
 LANGUAGE plpgsql AS $$
 DECLARE
     j jobs;
@@ -1090,24 +1091,20 @@ DECLARE
     v_gq text[] := '{}';
     v_gk text[] := '{}';
 BEGIN
-    retried := 0;
-    dead := 0;
-    cancelled := 0;
     -- The lapsed jobs, unlocked; then their groups, in order; then each job,
     -- skipped if another transaction holds it and rechecked under the lock.
-    v_ids := ARRAY(SELECT id FROM jobs
-                   WHERE state = 2 AND lease_expires_at <= p_now
-                   ORDER BY id
+    v_ids := ARRAY(SELECT x.id FROM jobs x
+                   WHERE x.state = 2 AND x.lease_expires_at <= p_now
+                   ORDER BY x.id
                    LIMIT p_limit);
     IF cardinality(v_ids) = 0 THEN
-        RETURN NEXT;
         RETURN;
     END IF;
     PERFORM wq_lock_groups_of(v_ids);
     FOR j IN
-        SELECT * FROM jobs
-        WHERE id = ANY(v_ids)
-        ORDER BY id
+        SELECT * FROM jobs x
+        WHERE x.id = ANY(v_ids)
+        ORDER BY x.id
         FOR UPDATE SKIP LOCKED
     LOOP
         CONTINUE WHEN j.state <> 2 OR j.lease_expires_at > p_now;
@@ -1119,21 +1116,22 @@ BEGIN
             v_gq := v_gq || j.queue;
             v_gk := v_gk || j.group_key;
         END IF;
+        id := j.id;
+        queue := j.queue;
         IF j.cancel_requested THEN
             PERFORM wq_finish(j.id, 5::smallint, NULL, p_now);
-            cancelled := cancelled + 1;
+            state := 5;
         ELSIF j.attempt >= j.max_attempts THEN
             PERFORM wq_finish(j.id, 4::smallint, v_lapsed, p_now);
-            dead := dead + 1;
+            state := 4;
         ELSE
-            UPDATE jobs SET last_error = v_lapsed WHERE id = j.id;
-            PERFORM wq_place(j.id, p_now);
-            retried := retried + 1;
+            UPDATE jobs x SET last_error = v_lapsed WHERE x.id = j.id;
+            state := wq_place(j.id, p_now);
         END IF;
+        RETURN NEXT;
     END LOOP;
     PERFORM wq_sessions_sync(v_sq, v_ss, array_fill(1, ARRAY[cardinality(v_sq)]), NULL, v_gq,
                              v_gk, NULL);
-    RETURN NEXT;
 END $$;
 
 -- Cancels a waiting job at once, or asks a running one to stop. Returns one

@@ -70,9 +70,7 @@ impl Sql {
             extend: stmt(format!(
                 "SELECT ord, outcome FROM {s}.extend($1, $2, $3, $4)"
             )),
-            rescue: stmt(format!(
-                "SELECT retried, dead, cancelled FROM {s}.rescue($1, $2)"
-            )),
+            rescue: stmt(format!("SELECT id, queue, state FROM {s}.rescue($1, $2)")),
             cancel: stmt(format!("SELECT * FROM {s}.cancel($1, $2)")),
             retry_dead: stmt(format!("SELECT {s}.retry_dead($1, $2, $3)")),
             purge_dead: stmt(format!("SELECT {s}.purge_dead($1, $2, $3)")),

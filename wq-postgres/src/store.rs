@@ -431,23 +431,22 @@ impl Store for PgStore {
     }
 
     async fn rescue(&self, now: Timestamp, limit: usize) -> Result<RescueReport, StoreError> {
-        let row = sqlx::query(self.inner.sql.rescue.clone())
+        let rows = sqlx::query(self.inner.sql.rescue.clone())
             .bind(to_pg(now))
             .bind(i32::try_from(limit).unwrap_or(i32::MAX))
             .fetch_all(&self.inner.pool)
             .await
-            .and_then(only)
             .map_err(error::store)?;
-        let get = |c: &str| {
-            row.try_get::<i32, _>(c)
-                .map(|n| count(n.into()))
-                .map_err(error::store)
-        };
-        let report = RescueReport {
-            retried: get("retried")?,
-            dead: get("dead")?,
-            cancelled: get("cancelled")?,
-        };
+        let mut report = RescueReport::default();
+        for row in rows {
+            let id: Uuid = row.try_get("id").map_err(error::store)?;
+            let queue: String = row.try_get("queue").map_err(error::store)?;
+            let state = row
+                .try_get::<i16, _>("state")
+                .and_then(codec::state_from)
+                .map_err(error::store)?;
+            report.add(JobId::from_uuid(id), QueueName::from(queue), state);
+        }
         if report.retried > 0 {
             self.inner.wakeups.wake_all();
         }

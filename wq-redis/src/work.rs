@@ -8,7 +8,7 @@ use wq_core::{
 };
 
 use crate::error::reply;
-use crate::reply::{array, count, due_time, jobs, state, text, tuple};
+use crate::reply::{array, due_time, job_id, jobs, state, text};
 use crate::scripts::SCRIPTS;
 use crate::store::RedisStore;
 
@@ -155,11 +155,13 @@ impl RedisStore {
                     call.arg(left);
                 })
                 .await?;
-            let [counts] = rest_tuple(rest)?;
-            let [retried, dead, cancelled] = tuple::<3>(counts)?;
-            report.retried += count(&retried)?;
-            report.dead += count(&dead)?;
-            report.cancelled += count(&cancelled)?;
+            let [taken] = rest_tuple(rest)?;
+            for pair in array(taken)?.chunks(2) {
+                let [id, taken_into] = pair else {
+                    return Err(reply("a rescued job without its state"));
+                };
+                report.add(job_id(text(id)?)?, queue.clone(), state(taken_into)?);
+            }
         }
         Ok(report)
     }

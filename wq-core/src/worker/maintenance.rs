@@ -11,8 +11,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::stats::Stats;
 use super::{QueueRuntime, Shared};
+use crate::events::{EventKind, JobEvent, listening};
 use crate::lock::LockLease;
 use crate::repeat::Repeat;
+use crate::store::RescueReport;
 use crate::time::Timestamp;
 use crate::{Backend, Client};
 
@@ -186,6 +188,7 @@ async fn rescue<B: Backend>(shared: &Shared<B>) {
     loop {
         match shared.backend.rescue(shared.clock.now(), BATCH).await {
             Ok(report) => {
+                tell_rescued(shared, &report);
                 if report.total() > 0 {
                     tracing::info!(
                         retried = report.retried,
@@ -203,6 +206,22 @@ async fn rescue<B: Backend>(shared: &Shared<B>) {
                 return;
             }
         }
+    }
+}
+
+/// Tells the worker's events of each job a rescue took back.
+fn tell_rescued<B: Backend>(shared: &Shared<B>, report: &RescueReport) {
+    let Some(events) = listening(&shared.events) else {
+        return;
+    };
+    let at = shared.clock.now();
+    for job in &report.jobs {
+        events.send(JobEvent {
+            id: job.id,
+            queue: job.queue.clone(),
+            at,
+            kind: EventKind::Rescued { state: job.state },
+        });
     }
 }
 

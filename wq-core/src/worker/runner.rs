@@ -270,7 +270,9 @@ impl<B: Backend> Runner<B> {
         let s = &self.shared.control.stats;
         if let Some(events) = listening(&self.shared.events) {
             let at = self.shared.clock.now();
-            for ((ack, attempt), outcome) in finished.acks.iter().zip(&finished.attempts).zip(outcomes) {
+            for ((ack, attempt), outcome) in
+                finished.acks.iter().zip(&finished.attempts).zip(outcomes)
+            {
                 if let Some(kind) = ended(ack, *attempt, outcome, at) {
                     events.send(JobEvent {
                         id: ack.id,

@@ -5,24 +5,27 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use wq_core::{
-    Deferral, Enqueue, EventKind, Events, JobContext, JobError, JobId, QueueConfig, Worker,
+    Clock as _, Deferral, Enqueue, EventKind, Events, JobContext, JobError, JobId, JobState,
+    QueueConfig, Worker,
 };
 
 use crate::harness::{
-    PATIENCE, TestBackend, TestResult, declare, manual_client, quick_retry, stop, with_backend,
+    PATIENCE, TestBackend, TestResult, claim, declare, manual_client, quick_retry, secs, stop,
+    with_backend,
 };
 use crate::{Failure, ensure, ensure_eq};
 
-/// What the test job does, by its payload: succeed; fail once, then
-/// succeed; end a step, then succeed; wait once, then succeed; fail for
-/// good; or wait an hour, to be cancelled.
-const KINDS: [&str; 6] = ["ok", "flaky", "step", "wait", "bad", "later"];
+/// What the test job does, by its payload: lose its first lease (claimed
+/// outside the worker), then succeed; succeed; fail once, then succeed;
+/// end a step, then succeed; wait once, then succeed; fail for good; or
+/// wait an hour, to be cancelled.
+const KINDS: [&str; 7] = ["lapsed", "ok", "flaky", "step", "wait", "bad", "later"];
 
 /// One job of each kind under a client and a worker sharing one hub: the
 /// subscriber hears, per job, enqueued, each attempt's start and how it
 /// ended (completed, retried with the error, deferred with the reason kept
-/// apart, dead, cancelled), in order, with the attempt numbers the store
-/// kept.
+/// apart, dead, cancelled, rescued from a lapsed lease), in order, with the
+/// attempt numbers the store kept.
 pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, clock) = manual_client(&b);
@@ -42,6 +45,15 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
         if let Some(id) = later {
             client.cancel(id).await?;
         }
+        // The first job enqueued is the first claimed; its lease lapses
+        // before the worker starts, whose maintenance leader rescues it.
+        let lost = claim(&b, "events", 1, clock.now(), secs(1)).await?;
+        ensure_eq!(
+            lost.iter().map(|j| ids[&j.id]).collect::<Vec<_>>(),
+            vec!["lapsed"],
+            "the job claimed outside the worker"
+        );
+        clock.advance(secs(2));
         let worker = Worker::new(b.clone())
             .clock(clock.clone())
             .events(events.clone())
@@ -93,6 +105,17 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
             ensure!(enqueued(kind), "`{kind}` starts enqueued: {:?}", told[kind]);
         }
         let rest = |kind: &str| told[kind][1..].to_vec();
+        ensure_eq!(
+            rest("lapsed"),
+            vec![
+                EventKind::Rescued {
+                    state: JobState::Available
+                },
+                started(2),
+                EventKind::Completed { attempt: 2 }
+            ],
+            "a job rescued from a lapsed lease"
+        );
         ensure_eq!(
             rest("ok"),
             vec![started(1), EventKind::Completed { attempt: 1 }],

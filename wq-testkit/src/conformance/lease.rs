@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wq_core::{
     Ack, AckAction, AckOutcome, Client, Clock as _, Enqueue, ExtendOutcome, JobContext, JobError,
-    JobState, LeaseRef, Lock, QueueConfig, Store,
+    JobState, LeaseRef, Lock, QueueConfig, RescuedJob, Store,
 };
 
 use super::ledger::start_worker;
@@ -53,6 +53,15 @@ pub async fn lapsed_leases_are_rescued<T: TestBackend>(t: &T) -> TestResult {
         let report = b.rescue(t0 + secs(6), 100).await?;
         ensure_eq!(report.retried, 1, "rescued for another attempt");
         ensure_eq!(
+            report.jobs,
+            vec![RescuedJob {
+                id: job.id,
+                queue: "rescue".into(),
+                state: JobState::Available,
+            }],
+            "the report names the job rescued and its state"
+        );
+        ensure_eq!(
             report.total(),
             1,
             "rescued in all (a completed job is left alone)"
@@ -88,6 +97,16 @@ pub async fn lapsed_leases_are_rescued<T: TestBackend>(t: &T) -> TestResult {
         claim(&b, "once", 1, t0, secs(5)).await?;
         let report = b.rescue(t0 + secs(60), 100).await?;
         ensure_eq!(report.dead, 1, "no attempts left: dead");
+        ensure_eq!(
+            report
+                .jobs
+                .iter()
+                .filter(|j| j.state == JobState::Dead)
+                .map(|j| (j.id, j.queue.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(once.id, "once")],
+            "the report names the dead job"
+        );
         ensure_eq!(
             must_get(&b, once.id).await?.state,
             JobState::Dead,
