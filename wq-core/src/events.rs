@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use crate::handler::WaitCause;
 use crate::job::{JobId, JobState};
 use crate::name::QueueName;
 use crate::time::Timestamp;
@@ -101,8 +102,11 @@ pub enum EventKind {
 #[non_exhaustive]
 pub enum Deferral {
     /// The handler asked to wait ([`JobError::Wait`](crate::JobError::Wait)):
-    /// the other side throttled it or was unreachable.
+    /// the other side throttled it or was unreachable, or something it
+    /// needs is paused, as `cause` tells.
     Wait {
+        /// What kind of wait.
+        cause: WaitCause,
         /// The handler's reason.
         reason: String,
     },

@@ -40,6 +40,8 @@ pub enum JobError {
         reason: String,
         /// How long, when the other side said; `None` waits the queue's delay.
         after: Option<Duration>,
+        /// What kind of wait, kept apart in the job's events.
+        cause: WaitCause,
     },
     /// Not a failure: the handler finished one step and the job continues
     /// at `step` after `after`. No attempt is spent, `last_error` is left
@@ -66,6 +68,22 @@ pub enum JobError {
     },
 }
 
+/// Why a job waits without spending an attempt ([`JobError::Wait`]): told
+/// apart in its [`Deferral`](crate::Deferral) events, so that an operator
+/// sees a throttled number from a disconnected one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitCause {
+    /// The other side throttles: a rate limit or quota.
+    RateLimited,
+    /// The other side cannot be reached: a connection or session is down.
+    Disconnected,
+    /// What the job needs is paused on purpose.
+    Paused,
+    /// Anything else.
+    Other,
+}
+
 impl JobError {
     /// A failure worth retrying with the queue's backoff.
     pub fn retry(reason: impl Into<String>) -> Self {
@@ -88,17 +106,27 @@ impl JobError {
     ///
     /// [`RetryPolicy::disconnected_delay`]: crate::RetryPolicy::disconnected_delay
     pub fn wait(reason: impl Into<String>) -> Self {
-        JobError::Wait {
-            reason: reason.into(),
-            after: None,
-        }
+        Self::wait_because(WaitCause::Other, reason, None)
     }
 
     /// A wait of `after` that spends no attempt.
     pub fn wait_for(reason: impl Into<String>, after: Duration) -> Self {
+        Self::wait_because(WaitCause::Other, reason, Some(after))
+    }
+
+    /// A wait for `cause` that spends no attempt: of `after`, or of the
+    /// queue's [`RetryPolicy::disconnected_delay`] when `None`.
+    ///
+    /// [`RetryPolicy::disconnected_delay`]: crate::RetryPolicy::disconnected_delay
+    pub fn wait_because(
+        cause: WaitCause,
+        reason: impl Into<String>,
+        after: Option<Duration>,
+    ) -> Self {
         JobError::Wait {
             reason: reason.into(),
-            after: Some(after),
+            after,
+            cause,
         }
     }
 

@@ -82,7 +82,7 @@ pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
 pub use client::{Client, Enqueue};
 pub use error::{BoxError, Error, StoreError, ValidationError};
 pub use events::{Deferral, EventKind, Events, JobEvent};
-pub use handler::{Handler, HandlerFuture, JobContext, JobError};
+pub use handler::{Handler, HandlerFuture, JobContext, JobError, WaitCause};
 pub use job::{Job, JobId, JobState, Lease, NewJob, Payload, RunAt, UnknownState};
 pub use lock::{Lock, LockLease};
 pub use name::{GroupKey, QueueName, SessionKey};

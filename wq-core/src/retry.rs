@@ -104,7 +104,7 @@ pub fn decide<R: Rng + ?Sized>(
     };
     match failure {
         JobError::Permanent { reason } => AckAction::Kill { error: reason },
-        JobError::Wait { reason, after } => AckAction::Defer {
+        JobError::Wait { reason, after, .. } => AckAction::Defer {
             run_at: now + after.unwrap_or(policy.disconnected_delay),
             reason,
         },

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tower::Service;
-use wq_core::{Handler, HandlerFuture, JobContext, JobError};
+use wq_core::{Handler, HandlerFuture, JobContext, JobError, WaitCause};
 
 use crate::jid::Jid;
 use crate::job::JobMessageId;
@@ -83,8 +83,12 @@ impl From<TransportError> for JobError {
         let reason = e.to_string();
         match e {
             TransportError::Retryable { after, .. } => JobError::Retryable { reason, after },
-            TransportError::RateLimited { retry_after } => JobError::wait_for(reason, retry_after),
-            TransportError::Disconnected { .. } => JobError::wait(reason),
+            TransportError::RateLimited { retry_after } => {
+                JobError::wait_because(WaitCause::RateLimited, reason, Some(retry_after))
+            }
+            TransportError::Disconnected { .. } => {
+                JobError::wait_because(WaitCause::Disconnected, reason, None)
+            }
             TransportError::Permanent { .. } => JobError::permanent(reason),
         }
     }
@@ -284,13 +288,21 @@ mod tests {
                 TransportError::RateLimited {
                     retry_after: secs(60),
                 },
-                JobError::wait_for("rate limited for 60s", secs(60)),
+                JobError::wait_because(
+                    WaitCause::RateLimited,
+                    "rate limited for 60s",
+                    Some(secs(60)),
+                ),
             ),
             (
                 TransportError::Disconnected {
                     reason: "socket closed".into(),
                 },
-                JobError::wait("disconnected: socket closed"),
+                JobError::wait_because(
+                    WaitCause::Disconnected,
+                    "disconnected: socket closed",
+                    None,
+                ),
             ),
             (
                 TransportError::Permanent {

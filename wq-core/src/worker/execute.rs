@@ -9,11 +9,11 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::runner::Done;
+use super::runner::{Done, Ended};
 use super::stats::Stats;
 use super::{InFlight, Interrupt, QueueRuntime, Shared};
 use crate::Backend;
-use crate::handler::{JobContext, JobError};
+use crate::handler::{JobContext, JobError, WaitCause};
 use crate::job::Job;
 use crate::retry::{AttemptEnd, decide};
 use crate::store::{Ack, AckAction};
@@ -33,16 +33,26 @@ pub(crate) async fn run<B: Backend>(
         group = job.group.as_ref().map(|g| g.as_str()),
     );
     let number = job.attempt;
-    let ack = attempt(&shared, &queue, job).instrument(span).await;
+    let ended = attempt(&shared, &queue, job).instrument(span).await;
     // The runner stores the acknowledgement, if any, and frees the slot.
     let _ = done.send(
-        ack.filter(|_| !shared.control.is_crashed())
-            .map(|a| (a, number)),
+        ended
+            .filter(|_| !shared.control.is_crashed())
+            .map(|(ack, cause)| Ended {
+                ack,
+                attempt: number,
+                cause,
+            }),
     );
 }
 
-/// What to acknowledge, or `None` when the lease was lost.
-async fn attempt<B: Backend>(shared: &Shared<B>, queue: &QueueRuntime, job: Job) -> Option<Ack> {
+/// What to acknowledge, and the cause of a wait the handler asked for; or
+/// `None` when the lease was lost.
+async fn attempt<B: Backend>(
+    shared: &Shared<B>,
+    queue: &QueueRuntime,
+    job: Job,
+) -> Option<(Ack, Option<WaitCause>)> {
     let (id, attempt, max_attempts) = (job.id, job.attempt, job.max_attempts);
     let token = job.lease.as_ref().map_or(0, |l| l.token);
     let cancel = CancellationToken::new();
@@ -78,6 +88,10 @@ async fn attempt<B: Backend>(shared: &Shared<B>, queue: &QueueRuntime, job: Job)
         .lock()
         .remove(&id)
         .and_then(|f| f.interrupt);
+    let cause = match &end {
+        Some(AttemptEnd::Returned(Err(JobError::Wait { cause, .. }))) => Some(*cause),
+        _ => None,
+    };
     let action = match (end, interrupt) {
         (_, Some(Interrupt::LeaseLost)) => {
             tracing::warn!("lease lost; the job will run again elsewhere");
@@ -107,7 +121,7 @@ async fn attempt<B: Backend>(shared: &Shared<B>, queue: &QueueRuntime, job: Job)
         },
         (None, None) => AckAction::Release,
     };
-    Some(Ack { id, token, action })
+    Some((Ack { id, token, action }, cause))
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

@@ -15,6 +15,7 @@ use super::stats::Stats;
 use super::{QueueRuntime, Shared, execute};
 use crate::Backend;
 use crate::events::{Deferral, EventKind, JobEvent, listening};
+use crate::handler::WaitCause;
 use crate::job::JobState;
 use crate::store::{Ack, AckAction, AckOutcome, ClaimRequest};
 use crate::time::Timestamp;
@@ -39,27 +40,34 @@ const TURN_RETRY_MAX_WAIT: Duration = Duration::from_millis(200);
 const GATHER_PASSES: usize = 16;
 const GATHER_QUIET: usize = 3;
 
-/// The runner's channel: every finished attempt reports here, with the
-/// acknowledgement to store and the attempt's number (none when its lease
-/// was lost).
-pub(crate) type Done = mpsc::UnboundedSender<Option<(Ack, u32)>>;
+/// The runner's channel: every finished attempt reports here, with what
+/// to store (none when its lease was lost).
+pub(crate) type Done = mpsc::UnboundedSender<Option<Ended>>;
+
+/// A finished attempt: its acknowledgement, and for the events its number
+/// and the cause of a wait it asked for.
+pub(crate) struct Ended {
+    pub(crate) ack: Ack,
+    pub(crate) attempt: u32,
+    pub(crate) cause: Option<WaitCause>,
+}
 
 /// Finished attempts not yet stored.
 #[derive(Default)]
 struct Finished {
     acks: Vec<Ack>,
-    /// The attempt each acknowledgement ends, for the events.
-    attempts: Vec<u32>,
+    /// The rest of each attempt's report, by the acknowledgement's index.
+    told: Vec<(u32, Option<WaitCause>)>,
     /// Attempts reported, with or without an acknowledgement.
     count: usize,
 }
 
 impl Finished {
-    fn add(&mut self, done: Option<(Ack, u32)>) {
+    fn add(&mut self, done: Option<Ended>) {
         self.count += 1;
-        if let Some((ack, attempt)) = done {
-            self.acks.push(ack);
-            self.attempts.push(attempt);
+        if let Some(e) = done {
+            self.acks.push(e.ack);
+            self.told.push((e.attempt, e.cause));
         }
     }
 }
@@ -68,7 +76,7 @@ struct Runner<B> {
     shared: Arc<Shared<B>>,
     queue: Arc<QueueRuntime>,
     done_tx: Done,
-    done_rx: mpsc::UnboundedReceiver<Option<(Ack, u32)>>,
+    done_rx: mpsc::UnboundedReceiver<Option<Ended>>,
     signal: crate::WakeSignal,
     /// Attempts started and not yet acknowledged in the store.
     running: usize,
@@ -270,10 +278,10 @@ impl<B: Backend> Runner<B> {
         let s = &self.shared.control.stats;
         if let Some(events) = listening(&self.shared.events) {
             let at = self.shared.clock.now();
-            for ((ack, attempt), outcome) in
-                finished.acks.iter().zip(&finished.attempts).zip(outcomes)
+            for ((ack, &(attempt, cause)), outcome) in
+                finished.acks.iter().zip(&finished.told).zip(outcomes)
             {
-                if let Some(kind) = ended(ack, *attempt, outcome, at) {
+                if let Some(kind) = ended(ack, attempt, cause, outcome, at) {
                     events.send(JobEvent {
                         id: ack.id,
                         queue: self.queue.name.clone(),
@@ -367,7 +375,13 @@ impl<B: Backend> Runner<B> {
 
 /// The event an applied acknowledgement tells, if any (a refused one tells
 /// nothing: the job's lease had lapsed, and whoever holds it now tells).
-fn ended(ack: &Ack, attempt: u32, outcome: &AckOutcome, at: Timestamp) -> Option<EventKind> {
+fn ended(
+    ack: &Ack,
+    attempt: u32,
+    cause: Option<WaitCause>,
+    outcome: &AckOutcome,
+    at: Timestamp,
+) -> Option<EventKind> {
     let AckOutcome::Applied(state) = outcome else {
         return None;
     };
@@ -391,6 +405,7 @@ fn ended(ack: &Ack, attempt: u32, outcome: &AckOutcome, at: Timestamp) -> Option
         },
         (_, AckAction::Defer { run_at, reason }) => EventKind::Deferred {
             reason: Deferral::Wait {
+                cause: cause.unwrap_or(WaitCause::Other),
                 reason: reason.clone(),
             },
             run_at: *run_at,

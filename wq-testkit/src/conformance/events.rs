@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wq_core::{
     Clock as _, Deferral, Enqueue, EventKind, Events, JobContext, JobError, JobId, JobState,
-    QueueConfig, Worker,
+    QueueConfig, WaitCause, Worker,
 };
 
 use crate::harness::{
@@ -64,7 +64,11 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
                     ("flaky", 1, _) => Err(JobError::retry_after("flaky", Duration::ZERO)),
                     ("step", _, None) => Err(JobError::continue_at("b", Duration::ZERO)),
                     ("wait", _, _) if ctx.job().last_error.is_none() => {
-                        Err(JobError::wait_for("busy", Duration::ZERO))
+                        Err(JobError::wait_because(
+                            WaitCause::RateLimited,
+                            "busy",
+                            Some(Duration::ZERO),
+                        ))
                     }
                     ("bad", _, _) => Err(JobError::permanent("bad")),
                     _ => Ok(()),
@@ -146,8 +150,8 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
         let wait = rest("wait");
         ensure_eq!(wait.len(), 4, "a job that waits: {wait:?}");
         ensure!(
-            matches!(&wait[1], EventKind::Deferred { reason: Deferral::Wait { reason }, .. } if reason.contains("busy")),
-            "a wait is told as deferred with its reason: {wait:?}"
+            matches!(&wait[1], EventKind::Deferred { reason: Deferral::Wait { cause: WaitCause::RateLimited, reason }, .. } if reason.contains("busy")),
+            "a wait is told as deferred with its cause and reason: {wait:?}"
         );
         ensure_eq!(
             (wait[0].clone(), wait[2].clone(), wait[3].clone()),
