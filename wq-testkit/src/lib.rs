@@ -20,7 +20,9 @@
 //!   cut off, for a backend's restart tests, checked against the workers'
 //!   ledger files and the store;
 //! - [`late_server`]: a port with nothing on it and a proxy that opens
-//!   there later, for the tests of a backend's `connect`.
+//!   there later, for the tests of a backend's `connect`;
+//! - [`app`]: for an application's own tests: what it enqueued, its
+//!   handlers run until the queues are idle, time moved on a manual clock.
 //!
 //! A backend crate implements [`TestBackend`] (a fresh, isolated backend per
 //! test) and invokes both macros from an integration test:
@@ -47,6 +49,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod concurrency;
 pub mod conformance;
 pub mod crash;
