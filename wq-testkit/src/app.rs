@@ -125,8 +125,8 @@ impl<J> EnqueuedJob<J> {
 ///
 /// A job of that queue whose payload does not decode as `J` is a failure
 /// naming it: the application put something else in the queue.
-pub async fn enqueued<J: TypedJob, S: Store>(
-    client: &Client<S>,
+pub async fn enqueued<J: TypedJob>(
+    client: &Client<impl Store>,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
     jobs_in(client, J::QUEUE)
         .await?
@@ -145,10 +145,10 @@ pub async fn enqueued<J: TypedJob, S: Store>(
 }
 
 /// The jobs of `J`'s queue, decoded, failing unless there is at least one.
-pub async fn expect_enqueued<J: TypedJob, S: Store>(
-    client: &Client<S>,
+pub async fn expect_enqueued<J: TypedJob>(
+    client: &Client<impl Store>,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
-    let found = enqueued::<J, S>(client).await?;
+    let found = enqueued::<J>(client).await?;
     if found.is_empty() {
         return Err(mismatch(client, J::QUEUE, "at least one job", 0).await);
     }
@@ -156,11 +156,11 @@ pub async fn expect_enqueued<J: TypedJob, S: Store>(
 }
 
 /// The jobs of `J`'s queue, decoded, failing unless there are exactly `n`.
-pub async fn expect_enqueued_n<J: TypedJob, S: Store>(
-    client: &Client<S>,
+pub async fn expect_enqueued_n<J: TypedJob>(
+    client: &Client<impl Store>,
     n: usize,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
-    let found = enqueued::<J, S>(client).await?;
+    let found = enqueued::<J>(client).await?;
     if found.len() != n {
         return Err(mismatch(client, J::QUEUE, &format!("{n} jobs"), found.len()).await);
     }
@@ -168,21 +168,19 @@ pub async fn expect_enqueued_n<J: TypedJob, S: Store>(
 }
 
 /// Fails if `J`'s queue holds any job.
-pub async fn expect_none_enqueued<J: TypedJob, S: Store>(
-    client: &Client<S>,
-) -> Result<(), Failure> {
+pub async fn expect_none_enqueued<J: TypedJob>(client: &Client<impl Store>) -> Result<(), Failure> {
     expect_jobs_in(client, J::QUEUE, 0).await.map(drop)
 }
 
 /// Every job of `queue`, in any state, in id order; for queues fed with
 /// untyped [`Enqueue`](wq_core::Enqueue)s.
-pub async fn jobs_in<S: Store>(client: &Client<S>, queue: &str) -> Result<Vec<Job>, Failure> {
+pub async fn jobs_in(client: &Client<impl Store>, queue: &str) -> Result<Vec<Job>, Failure> {
     list_all(client, Some(queue)).await
 }
 
 /// The jobs of `queue`, failing unless there are exactly `n`.
-pub async fn expect_jobs_in<S: Store>(
-    client: &Client<S>,
+pub async fn expect_jobs_in(
+    client: &Client<impl Store>,
     queue: &str,
     n: usize,
 ) -> Result<Vec<Job>, Failure> {

@@ -144,7 +144,7 @@ async fn a_paid_order_enqueues_one_text_in_the_contacts_group() -> Result<(), Fa
     // A webhook delivered twice stores nothing more.
     shop::on_order_event(app.client(), &order).await?;
 
-    let sent = expect_enqueued_n::<SendText, _>(app.client(), 1).await?;
+    let sent = expect_enqueued_n::<SendText>(app.client(), 1).await?;
     let (text, job) = (&sent[0].value, &sent[0].job);
     assert_eq!(text.to, "5511999998888");
     assert_eq!(
@@ -167,7 +167,7 @@ async fn an_unpaid_order_enqueues_nothing() -> Result<(), Failure> {
         ..paid(7, "5511999998888")
     };
     shop::on_order_event(app.client(), &order).await?;
-    expect_none_enqueued::<SendText, _>(app.client()).await
+    expect_none_enqueued::<SendText>(app.client()).await
 }
 
 #[tokio::test]
@@ -180,7 +180,7 @@ async fn a_failed_expectation_lists_what_was_enqueued_instead() -> Result<(), Fa
         .enqueue(wq::Enqueue::new("automation", "tag customer").group("ana"))
         .await?;
 
-    let failure = match expect_enqueued::<SendText, _>(app.client()).await {
+    let failure = match expect_enqueued::<SendText>(app.client()).await {
         Ok(found) => panic!("expected a failure, found {found:?}"),
         Err(f) => f.to_string(),
     };
@@ -203,7 +203,7 @@ async fn a_payload_of_another_type_in_the_queue_is_named() -> Result<(), Failure
         .await?
         .job
         .id;
-    let failure = enqueued::<SendText, _>(app.client())
+    let failure = enqueued::<SendText>(app.client())
         .await
         .err()
         .map(|f| f.to_string())
@@ -217,9 +217,7 @@ async fn a_payload_of_another_type_in_the_queue_is_named() -> Result<(), Failure
 async fn the_handler_types_then_sends_through_one_retry() -> Result<(), Failure> {
     let (app, bridge) = shop_app().await?;
     shop::on_order_event(app.client(), &paid(42, "5511999998888")).await?;
-    let id = expect_enqueued::<SendText, _>(app.client()).await?[0]
-        .job
-        .id;
+    let id = expect_enqueued::<SendText>(app.client()).await?[0].job.id;
     let start = app.now();
 
     // Typing: the step ends the attempt without spending it.
@@ -269,7 +267,7 @@ async fn run_until_done_walks_through_every_wait() -> Result<(), Failure> {
     assert_eq!((done.started_at, done.ended_at), (start, app.now()));
     assert_eq!(app.now(), start + shop::TYPING + Duration::from_secs(2));
     assert_eq!(bridge.sent.lock().len(), 2);
-    let all = enqueued::<SendText, _>(app.client()).await?;
+    let all = enqueued::<SendText>(app.client()).await?;
     assert!(all.iter().all(|e| e.job.state == JobState::Completed));
     Ok(())
 }
