@@ -9,7 +9,7 @@ use std::time::Duration;
 use wq::{EventKind, JobState, MemoryStore, QueueConfig, RetryPolicy, TypedJob};
 use wq_testkit::Failure;
 use wq_testkit::app::{
-    TestApp, enqueued, expect_enqueued, expect_enqueued_n, expect_none_enqueued,
+    TestApp, enqueued, expect_enqueued, expect_enqueued_n, expect_jobs_in, expect_none_enqueued,
 };
 
 /// The application under test.
@@ -225,6 +225,11 @@ async fn the_handler_types_then_sends_through_one_retry() -> Result<(), Failure>
     assert_eq!((typing.stats.stepped, typing.stats.completed), (1, 0));
     assert_eq!(app.next_due().await?, Some(start + shop::TYPING));
 
+    // A second later the contact still sees typing: nothing runs.
+    let early = app.advance(Duration::from_secs(1)).await?;
+    assert_eq!((early.stats.claimed, early.events.len()), (0, 0));
+    assert_eq!(early.ended_at, start + Duration::from_secs(1));
+
     // The send fails once: a retry 2 s later.
     let failed = app.advance_to_next_due().await?.expect("the send waits");
     assert_eq!(app.now(), start + shop::TYPING);
@@ -315,5 +320,42 @@ async fn run_until_done_fails_when_the_queue_never_drains() -> Result<(), Failur
         failure.contains("jobs still wait after 5 rounds"),
         "{failure}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unserved_queue_keeps_a_run_busy_unless_only_served_ones_are_watched()
+-> Result<(), Failure> {
+    let bridge = Arc::new(Bridge::default());
+    let everything =
+        TestApp::memory(shop::handlers(bridge.clone())).time_limit(Duration::from_millis(200));
+    for queue in ["message", "automation"] {
+        everything
+            .client()
+            .declare_queue(QueueConfig::new(queue))
+            .await?;
+    }
+    everything
+        .client()
+        .enqueue(wq::Enqueue::new("automation", "tag customer"))
+        .await?;
+    let failure = everything
+        .run_until_idle()
+        .await
+        .err()
+        .map(|f| f.to_string())
+        .unwrap_or_default();
+    assert!(failure.contains("`automation` has a job due"), "{failure}");
+
+    // The same store, watched through the served queue only.
+    let served = TestApp::with_clock(
+        everything.backend().clone(),
+        everything.clock().clone(),
+        shop::handlers(bridge),
+    )
+    .queues(["message"]);
+    served.run_until_idle().await?;
+    let waiting = expect_jobs_in(served.client(), "automation", 1).await?;
+    assert_eq!(waiting[0].state, JobState::Available);
     Ok(())
 }
