@@ -392,7 +392,7 @@ impl<B: Backend> TestApp<B> {
     }
 
     /// How many runs [`TestApp::run_until_done`] makes before it fails
-    /// (default 100): a repeatable job or a handler that always asks to
+    /// (default 100; at least 1): a repeatable job or a handler that always asks to
     /// continue never lets the queues drain.
     pub fn max_rounds(mut self, rounds: usize) -> Self {
         self.max_rounds = rounds;
@@ -507,6 +507,11 @@ impl<B: Backend> TestApp<B> {
     /// until nothing waits; reports all the rounds as one run. Fails after
     /// [`TestApp::max_rounds`] rounds.
     pub async fn run_until_done(&self) -> Result<Run, Failure> {
+        if self.max_rounds == 0 {
+            return Err(Failure::new(
+                "max_rounds is 0: run_until_done needs at least one round",
+            ));
+        }
         let mut total = self.run_until_idle().await?;
         for _ in 1..self.max_rounds {
             match self.advance_to_next_due().await? {

@@ -359,3 +359,17 @@ async fn an_unserved_queue_keeps_a_run_busy_unless_only_served_ones_are_watched(
     assert_eq!(waiting[0].state, JobState::Available);
     Ok(())
 }
+
+#[tokio::test]
+async fn zero_rounds_is_refused_naming_the_field() -> Result<(), Failure> {
+    let (app, _) = shop_app().await?;
+    let app = app.max_rounds(0);
+    let failure = app
+        .run_until_done()
+        .await
+        .err()
+        .map(|f| f.to_string())
+        .unwrap_or_default();
+    assert!(failure.starts_with("max_rounds is 0"), "{failure}");
+    Ok(())
+}
