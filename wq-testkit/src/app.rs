@@ -465,18 +465,20 @@ impl<B: Backend> TestApp<B> {
                 Err(e) => break Err(e),
             }
         };
-        // Idle: nothing runs, so the grace only matters after a failure,
+        // Idle: nothing runs and every attempt the worker claimed is
+        // counted (see `busy`), so the grace only matters after a failure,
         // whose hung handlers are stopped at once.
-        // Every attempt the worker claimed is counted by now (see `busy`).
         let grace = if waited.is_ok() {
             PATIENCE
         } else {
             Duration::ZERO
         };
         let stats = worker.stats();
-        stop_within(worker, grace).await?;
-        drain(&mut rx, &mut events)?;
+        let stopped = stop_within(worker, grace).await;
+        let drained = drain(&mut rx, &mut events);
         waited?;
+        stopped?;
+        drained?;
         Ok(Run {
             stats,
             events,
