@@ -373,3 +373,39 @@ async fn zero_rounds_is_refused_naming_the_field() -> Result<(), Failure> {
     assert!(failure.starts_with("max_rounds is 0"), "{failure}");
     Ok(())
 }
+
+#[tokio::test]
+async fn chained_texts_keep_their_spacing() -> Result<(), Failure> {
+    let app = TestApp::memory(|w| w.handle_typed(|_: SendText, _| async { Ok(()) }));
+    app.client()
+        .declare_queue(QueueConfig::new("message"))
+        .await?;
+    let gap = Duration::from_secs(2);
+    for text in ["Order 42 is paid", "Here is your receipt"] {
+        let send = SendText {
+            instance: "shop".into(),
+            to: "5511999998888".into(),
+            text: text.into(),
+        };
+        let job = wq::Enqueue::of(&send).chained(gap, Duration::ZERO);
+        app.client().enqueue(job).await?;
+    }
+    let sent = expect_enqueued_n::<SendText>(app.client(), 2).await?;
+    assert_eq!((sent[0].delay(), sent[1].delay()), (gap, gap * 2));
+
+    let start = app.now();
+    assert_eq!(app.run_until_idle().await?.stats.claimed, 0);
+    for (n, item) in sent.iter().enumerate() {
+        let run = app.advance_to_next_due().await?.expect("a text waits");
+        assert_eq!(run.stats.completed, 1);
+        let done = run
+            .events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::Completed { .. }));
+        assert_eq!(
+            done.map(|e| (e.id, e.at)),
+            Some((item.job.id, start + gap * (n as u32 + 1)))
+        );
+    }
+    Ok(())
+}
