@@ -270,7 +270,8 @@ pub struct Job {
     pub lease: Option<Lease>,
     /// An operator asked to cancel it while it ran.
     pub cancel_requested: bool,
-    /// The last failure's message.
+    /// The last failure's message (a failed attempt's, a wait's reason, a
+    /// lapsed lease), while the job is not completed: completing clears it.
     pub last_error: Option<String>,
     /// The step the handler said to continue at, if it ended an attempt with
     /// [`JobError::Continue`](crate::JobError::Continue): a short name (1 to

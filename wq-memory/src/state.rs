@@ -442,7 +442,11 @@ impl State {
         }
         let cancelled = job.cancel_requested;
         let final_state = match &ack.action {
-            AckAction::Complete => JobState::Completed,
+            AckAction::Complete => {
+                // The error of an earlier attempt no longer describes it.
+                job.last_error = None;
+                JobState::Completed
+            }
             _ if cancelled => JobState::Cancelled,
             AckAction::Kill { error } => {
                 job.last_error = Some(error.clone());

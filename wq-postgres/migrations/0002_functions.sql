@@ -860,6 +860,8 @@ BEGIN
         lease_expires_at = NULL, lease_worker = NULL,
         last_error = CASE WHEN v_fate[array_position(p_ids, j.id)] = 4
                           THEN coalesce(p_messages[array_position(p_ids, j.id)], j.last_error)
+                          -- A completed job's earlier failure no longer describes it.
+                          WHEN v_fate[array_position(p_ids, j.id)] = 3 THEN NULL
                           ELSE j.last_error END
     WHERE j.id = ANY(v_finished);
 

@@ -1,7 +1,7 @@
 -- The fields an acknowledgement reads: FINISH_FIELDS, then the lease, the
--- attempts, the cancellation flag and the token of the last
--- acknowledgement applied.
-local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'tk', 'lx', 'at', 'mx', 'cr', 'ak' }
+-- attempts, the cancellation flag, the token of the last acknowledgement
+-- applied and the last error.
+local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'tk', 'lx', 'at', 'mx', 'cr', 'ak', 'er' }
 
 -- Applies one acknowledgement if its token holds a live lease on a running
 -- job; returns the job's new state, 'stale' or 'notfound'.
@@ -24,6 +24,8 @@ local function ack_one(id, token, action, run_at, msg, now, cfg)
   push(later.unlease, id)
   local attempt = tonumber(f[9])
   if action == 'c' then
+    -- A completed job's earlier failure no longer describes it.
+    if f[13] then redis.call('HDEL', jkey(id), 'er') end
     finish(id, f, 'completed', now, cfg, { 'ak', token })
     return 'completed'
   end

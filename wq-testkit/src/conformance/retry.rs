@@ -25,6 +25,7 @@ use crate::{ensure, ensure_eq};
 
 /// A failed attempt reschedules the job at its backoff; it is not claimable
 /// before, its group waits behind it, and the last attempt makes it dead.
+/// A job that completes after a failure keeps no `last_error`.
 pub async fn retries_and_backoff<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, clock) = manual_client(&b);
@@ -100,6 +101,27 @@ pub async fn retries_and_backoff<T: TestBackend>(t: &T) -> TestResult {
             then.iter().map(|j| j.id).collect::<Vec<_>>(),
             vec![next.id],
             "the group continues after its head dies"
+        );
+
+        // A failure, then a success: the completed job keeps no error.
+        let flaky = AckAction::Retry {
+            run_at: at,
+            error: "flaky".into(),
+        };
+        ack(&b, &then[0], flaky, at).await?;
+        let again = claim(&b, "retry", 10, at, secs(30)).await?;
+        ensure_eq!(again.len(), 1, "the failed job claimed again");
+        ensure_eq!(
+            again[0].last_error.as_deref(),
+            Some("flaky"),
+            "a retried job shows its failure while it waits or runs"
+        );
+        ack(&b, &again[0], AckAction::Complete, at).await?;
+        let done = must_get(&b, next.id).await?;
+        ensure_eq!(
+            (done.state, done.last_error),
+            (JobState::Completed, None),
+            "a completed job after a failure: state, last_error"
         );
         Ok(())
     })
@@ -245,8 +267,8 @@ pub async fn engine_retries_then_kills<T: TestBackend>(t: &T) -> TestResult {
         );
         ensure_eq!(
             healed.last_error.as_deref(),
-            Some("failure 2"),
-            "last error kept"
+            None,
+            "a completed job keeps no error of its earlier attempts"
         );
         let dead = must_get(&b, never).await?;
         ensure_eq!((dead.state, dead.attempt), (JobState::Dead, 3), "dead job");
