@@ -323,14 +323,16 @@ pub async fn repeated_acks_answer_applied<T: TestBackend>(t: &T) -> TestResult {
     .await
 }
 
-/// A handler that runs four times longer than its lease keeps the job: the
-/// heartbeat extends the lease, so no other worker runs it again.
+/// A handler that runs three times longer than its lease keeps the job:
+/// the heartbeat extends the lease, so no other worker runs it again. (The
+/// lease is long enough that a loaded test machine, whose every round trip
+/// the heartbeat waits for, does not let it lapse between two beats.)
 pub async fn heartbeats_keep_long_jobs<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let client = Client::new(b.clone());
         declare(
             &client,
-            QueueConfig::new("long").lease(Duration::from_millis(300)),
+            QueueConfig::new("long").lease(Duration::from_millis(1_000)),
         )
         .await?;
         let id = client.enqueue(Enqueue::new("long", &1)).await?.job.id;
@@ -340,7 +342,7 @@ pub async fn heartbeats_keep_long_jobs<T: TestBackend>(t: &T) -> TestResult {
                 let starts = starts.clone();
                 async move {
                     starts.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(1_200)).await;
+                    tokio::time::sleep(Duration::from_millis(3_000)).await;
                     Ok::<(), JobError>(())
                 }
             }
