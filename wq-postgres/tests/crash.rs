@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use wq_core::{Client, Enqueue, QueueConfig, RetryPolicy};
 use wq_postgres::PgStore;
-use wq_testkit::crash::{Kill, check_kills, micros, read_ledger};
+use wq_testkit::crash::{Kill, busy_workers, check_kills, micros, read_ledger};
 
 const JOBS: u32 = 20_000;
 const GROUPS: u32 = 500;
@@ -81,8 +81,16 @@ async fn killed_worker_processes_lose_nothing() {
         let due = last_kill.is_none_or(|t| t.elapsed() > Duration::from_millis(600));
         if kills.len() < 6 && counts.completed >= 1_000 && due {
             last_kill = Some(Instant::now());
-            let victim = kills.len() % workers.len();
-            let (worker, mut child) = workers.remove(victim);
+            let names: Vec<&str> = workers.iter().map(|(n, _)| n.as_str()).collect();
+            let busy = busy_workers(&dir, &names, Duration::from_secs(30))
+                .await
+                .expect("a worker at work");
+            let victim = &busy[kills.len() % busy.len()];
+            let i = workers
+                .iter()
+                .position(|(n, _)| n == victim)
+                .expect("running");
+            let (worker, mut child) = workers.remove(i);
             child.kill().expect("SIGKILL a worker");
             let _ = child.wait();
             // Timed once the process is gone: every line it wrote is older.

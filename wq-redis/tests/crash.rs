@@ -13,13 +13,15 @@ use rand::RngExt;
 use tokio::process::{Child, Command};
 use wq_core::{Client, Enqueue, QueueConfig};
 use wq_redis::RedisStore;
-use wq_testkit::crash::{Kill, check_kills, micros, read_ledger};
+use wq_testkit::crash::{Kill, busy_workers, check_kills, micros, read_ledger};
 
 const QUEUE: &str = "crash";
 const JOBS: u32 = 20_000;
 const GROUPS: u32 = 500;
 const WORKERS: usize = 3;
 const KILLS: usize = 6;
+/// Longest a kill waits for a worker to have a run in flight.
+const BUSY_WAIT: Duration = Duration::from_secs(30);
 /// Longest the whole crash test may take before it fails.
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -41,8 +43,8 @@ fn spawn_worker(prefix: &str, ledger: &Path) -> Result<(String, Child), String> 
     Ok((pid.to_string(), child))
 }
 
-/// Kills a random worker every few hundred milliseconds and starts a
-/// replacement, `KILLS` times; returns the kills.
+/// Every few hundred milliseconds kills a random worker among those with a
+/// run in flight and starts a replacement, `KILLS` times; returns the kills.
 async fn kill_workers(
     workers: &mut [(String, Child)],
     prefix: &str,
@@ -52,7 +54,13 @@ async fn kill_workers(
     for _ in 0..KILLS {
         let pause = rand::rng().random_range(200..500);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let i = rand::rng().random_range(0..workers.len());
+        let names: Vec<&str> = workers.iter().map(|(n, _)| n.as_str()).collect();
+        let busy = busy_workers(ledger, &names, BUSY_WAIT).await?;
+        let victim = &busy[rand::rng().random_range(0..busy.len())];
+        let i = workers
+            .iter()
+            .position(|(n, _)| n == victim)
+            .ok_or("a busy worker is not running")?;
         let (worker, child) = &mut workers[i];
         child
             .kill()

@@ -74,6 +74,8 @@ const STALL: Duration = Duration::from_secs(20);
 /// A run starting this close to a cut may have lost its claim or its
 /// acknowledgement to it.
 const CUT_SLACK: u64 = 1_000_000;
+/// Longest a kill waits for a worker to have a run in flight.
+const BUSY_WAIT: Duration = Duration::from_secs(30);
 /// Attempts per job: enough that no run of kills and cuts kills a job.
 const MAX_ATTEMPTS: u32 = 50;
 
@@ -132,6 +134,38 @@ pub fn read_ledger(dir: &Path) -> Result<Vec<Event>, String> {
     }
     events.sort_by_key(|e| e.at);
     Ok(events)
+}
+
+/// The workers among `names` whose ledger in `dir` shows a run started
+/// and not ended: the ones a kill now would cut short. Waits up to
+/// `timeout` for one, so that a kill never lands on a process that has not
+/// begun to work (a fresh replacement, a slow start on a loaded machine).
+pub async fn busy_workers(
+    dir: &Path,
+    names: &[&str],
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut open: HashMap<String, i64> = HashMap::new();
+        for e in read_ledger(dir)? {
+            *open.entry(e.worker).or_default() += if e.done { -1 } else { 1 };
+        }
+        let busy: Vec<String> = names
+            .iter()
+            .filter(|n| open.get(**n).is_some_and(|&k| k > 0))
+            .map(|n| (*n).to_owned())
+            .collect();
+        if !busy.is_empty() {
+            return Ok(busy);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no worker of {names:?} ran a job within {timeout:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// One job the test asked to store, as the store answered.
@@ -355,9 +389,17 @@ impl<'a> Workers<'a> {
         Ok(())
     }
 
-    /// SIGKILLs the oldest worker and starts a replacement.
-    fn kill_one(&mut self) -> Result<(), String> {
-        let (worker, mut child) = self.running.remove(0);
+    /// SIGKILLs the oldest worker with a run in flight and starts a
+    /// replacement.
+    async fn kill_one(&mut self, ledger: &Path) -> Result<(), String> {
+        let names: Vec<&str> = self.running.iter().map(|(n, _)| n.as_str()).collect();
+        let busy = busy_workers(ledger, &names, BUSY_WAIT).await?;
+        let i = self
+            .running
+            .iter()
+            .position(|(n, _)| busy.contains(n))
+            .ok_or("a busy worker is not running")?;
+        let (worker, mut child) = self.running.remove(i);
         let at = micros();
         child
             .kill()
@@ -815,7 +857,7 @@ pub async fn run<B: Backend>(
             for half in 0..2 {
                 for _ in 0..KILLS_PER_HALF {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    workers.kill_one()?;
+                    workers.kill_one(ledger).await?;
                 }
                 if half == 0 {
                     tokio::time::sleep(RESCUE_BOUND).await;
