@@ -353,7 +353,7 @@ pub async fn claim_and_complete<B: Store>(
     let jobs = backend.claim(&req).await.map_err(|e| e.to_string())?;
     let acks: Vec<Ack> = jobs
         .iter()
-        .filter_map(|j| Ack::for_job(j, AckAction::Complete))
+        .filter_map(|j| Ack::for_job(j, AckAction::complete()))
         .collect();
     backend.ack(&acks, now).await.map_err(|e| e.to_string())?;
     Ok(jobs.len())

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::handler::WaitCause;
-use crate::job::{JobId, JobState};
+use crate::job::{JobId, JobState, Payload};
 use crate::name::QueueName;
 use crate::time::Timestamp;
 
@@ -59,6 +59,9 @@ pub enum EventKind {
     Completed {
         /// The attempt that succeeded.
         attempt: u32,
+        /// What the handler stored with its success
+        /// ([`JobContext::set_output`](crate::JobContext::set_output)).
+        output: Option<Payload>,
     },
     /// The attempt failed and the job runs again at `run_at`.
     Retried {

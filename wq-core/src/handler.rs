@@ -5,11 +5,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::BoxError;
-use crate::job::{Job, JobId};
+use crate::attempt::MAX_OUTPUT;
+use crate::error::{BoxError, ValidationError};
+use crate::job::{Job, JobId, Payload};
 
 /// Why an attempt failed, and so what happens next; or, for
 /// [`JobError::Continue`], that it ended a step and the job goes on later.
@@ -166,17 +169,65 @@ impl From<BoxError> for JobError {
     }
 }
 
-/// What a handler gets: the job, and a way to learn that it should stop.
+/// Output that cannot be valid ([`JobContext::set_output`]) is not fixed by
+/// retrying: a permanent failure naming the field.
+impl From<ValidationError> for JobError {
+    fn from(e: ValidationError) -> Self {
+        JobError::permanent(e.to_string())
+    }
+}
+
+/// What a handler gets: the job, a way to learn that it should stop, and a
+/// place for the output its success stores.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     job: Job,
     cancel: CancellationToken,
+    output: OutputSlot,
 }
+
+/// Where a run's output waits for the acknowledgement that stores it;
+/// shared by the clones of one run's context.
+pub(crate) type OutputSlot = Arc<Mutex<Option<Payload>>>;
 
 impl JobContext {
     /// A context for `job`; `cancel` fires when the handler should stop.
     pub fn new(job: Job, cancel: CancellationToken) -> Self {
-        Self { job, cancel }
+        Self {
+            job,
+            cancel,
+            output: OutputSlot::default(),
+        }
+    }
+
+    /// Where this run's output goes, for the worker to read once the
+    /// handler returns.
+    pub(crate) fn output_slot(&self) -> OutputSlot {
+        self.output.clone()
+    }
+
+    /// Stores `value` with the job if this run succeeds: a send's receipt,
+    /// say. It is read back as [`Job::output`] and carried by the
+    /// [`Completed`](crate::EventKind::Completed) event; a run that fails
+    /// stores nothing. A later call replaces an earlier one.
+    ///
+    /// Refused, with nothing set, when `value` does not serialize or its
+    /// JSON exceeds [`MAX_OUTPUT`] bytes; `?` turns that into a
+    /// permanent failure in a handler.
+    pub fn set_output<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ValidationError> {
+        let output = Payload::from_json(value)
+            .map_err(|e| ValidationError::new("output", format!("does not serialize: {e}")))?;
+        if output.len() > MAX_OUTPUT {
+            return Err(ValidationError::new(
+                "output",
+                format!(
+                    "{} bytes of JSON, over the {MAX_OUTPUT} allowed",
+                    output.len()
+                ),
+            ));
+        }
+        *self.output.lock() = Some(output);
+        Ok(())
     }
 
     /// The job as claimed.
@@ -260,5 +311,49 @@ pub(crate) trait DynHandler: Send + Sync + 'static {
 impl<H: Handler> DynHandler for H {
     fn call(self: Arc<Self>, ctx: JobContext) -> HandlerFuture {
         Box::pin(async move { self.handle(ctx).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+
+    fn context() -> JobContext {
+        let job = Job::new(
+            JobId::new(),
+            "q".into(),
+            Payload::from_trusted("1"),
+            Timestamp::EPOCH,
+        );
+        JobContext::new(job, CancellationToken::new())
+    }
+
+    #[test]
+    fn the_last_output_set_is_kept_across_clones() {
+        let ctx = context();
+        ctx.set_output(&1).expect("small");
+        ctx.clone().set_output(&"receipt").expect("small");
+        let kept = ctx.output_slot().lock().clone();
+        assert_eq!(
+            kept.map(|p| p.as_str().to_owned()),
+            Some(r#""receipt""#.into())
+        );
+    }
+
+    #[test]
+    fn an_output_over_the_limit_is_refused_naming_the_field() {
+        let ctx = context();
+        ctx.set_output(&"kept").expect("small");
+        let big = "x".repeat(MAX_OUTPUT);
+        let err = ctx.set_output(&big).expect_err("over the limit");
+        assert_eq!(err.field, "output");
+        let kept = ctx.output_slot().lock().clone();
+        assert_eq!(
+            kept.map(|p| p.as_str().to_owned()),
+            Some(r#""kept""#.into())
+        );
+        let failure = JobError::from(err);
+        assert!(matches!(failure, JobError::Permanent { .. }), "{failure:?}");
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::attempt::Attempt;
 use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::time::Timestamp;
 
@@ -153,6 +154,8 @@ pub struct Lease {
     pub expires_at: Timestamp,
     /// Who holds it (a worker id), for operators.
     pub worker: Arc<str>,
+    /// When the claim began: the start of the run, as its history records.
+    pub started_at: Timestamp,
 }
 
 /// A job's data: valid JSON text, shared cheaply between clones.
@@ -280,6 +283,17 @@ pub struct Job {
     /// retries and crashes, and is cleared when a dead job is retried.
     #[serde(default)]
     pub step: Option<String>,
+    /// What the handler stored with its success
+    /// ([`JobContext::set_output`](crate::JobContext::set_output)), while
+    /// the job is completed.
+    #[serde(default)]
+    pub output: Option<Payload>,
+    /// Its finished runs, oldest first: at most
+    /// [`MAX_HISTORY`](crate::attempt::MAX_HISTORY), the latest kept. The
+    /// run in progress is not among them; its lease tells its start and
+    /// worker.
+    #[serde(default)]
+    pub history: Vec<Attempt>,
     /// When it was stored.
     pub created_at: Timestamp,
     /// When its state last changed.
@@ -327,6 +341,8 @@ impl Job {
             cancel_requested: false,
             last_error: None,
             step: None,
+            output: None,
+            history: Vec::new(),
             created_at,
             updated_at: created_at,
             finished_at: None,

@@ -57,6 +57,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod attempt;
 mod audit;
 mod client;
 pub mod connect;
@@ -78,6 +79,7 @@ mod typed;
 pub mod validate;
 pub mod worker;
 
+pub use attempt::{Attempt, AttemptOutcome};
 pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
 pub use client::{Client, Enqueue};
 pub use error::{BoxError, Error, StoreError, ValidationError};

@@ -86,7 +86,7 @@ pub fn decide<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> AckAction {
     let failure = match end {
-        AttemptEnd::Returned(Ok(())) => return AckAction::Complete,
+        AttemptEnd::Returned(Ok(())) => return AckAction::complete(),
         AttemptEnd::Returned(Err(e)) => e,
         AttemptEnd::TimedOut(after) => JobError::retry(format!("timed out after {after:?}")),
         AttemptEnd::Panicked(msg) => JobError::retry(format!("handler panicked: {msg}")),
@@ -161,7 +161,7 @@ mod tests {
         let now = Timestamp::from_millis(1_000_000);
         let mut rng = StdRng::seed_from_u64(1);
         let ok = decide(1, 3, AttemptEnd::Returned(Ok(())), &p, now, &mut rng);
-        assert_eq!(ok, AckAction::Complete);
+        assert_eq!(ok, AckAction::complete());
 
         let retry = decide(
             1,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::job::{Job, JobId, JobState, NewJob};
+use crate::job::{Job, JobId, JobState, NewJob, Payload};
 use crate::name::{GroupKey, QueueName};
 use crate::queue::{QueueConfig, QueueInfo};
 use crate::time::Timestamp;
@@ -76,8 +76,12 @@ impl ClaimRequest {
 /// What to do with a running job, decided by the worker that holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AckAction {
-    /// The handler succeeded: `completed`.
-    Complete,
+    /// The handler succeeded: `completed`, keeping the handler's output.
+    Complete {
+        /// What the handler stored with its success (at most
+        /// [`MAX_OUTPUT`](crate::attempt::MAX_OUTPUT) bytes of JSON).
+        output: Option<Payload>,
+    },
     /// The attempt failed; run again at `run_at` (the attempt is spent).
     /// A job with no attempts left is dead instead.
     Retry {
@@ -114,6 +118,13 @@ pub enum AckAction {
     /// Give the job back untouched (graceful shutdown): available at once,
     /// no attempt spent.
     Release,
+}
+
+impl AckAction {
+    /// `Complete` with no output.
+    pub const fn complete() -> Self {
+        AckAction::Complete { output: None }
+    }
 }
 
 /// One acknowledgement of a batch.

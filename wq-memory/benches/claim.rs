@@ -67,7 +67,7 @@ fn claim_complete(c: &mut Criterion) {
                     let jobs = store.claim(&req).await.expect("claim");
                     let acks: Vec<Ack> = jobs
                         .iter()
-                        .filter_map(|j| Ack::for_job(j, AckAction::Complete))
+                        .filter_map(|j| Ack::for_job(j, AckAction::complete()))
                         .collect();
                     black_box(store.ack(&acks, now).await.expect("ack"));
                 })

@@ -14,17 +14,15 @@ mod session;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use wq_core::attempt::{LEASE_LAPSED, push_history};
 use wq_core::{
-    Ack, AckAction, AckOutcome, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey,
-    Job, JobId, JobState, Lease, LeaseRef, ListQuery, LockLease, NewJob, OnDead, Position,
-    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, SessionKey, StoreError, Timestamp,
-    WakeSender, chained_run_at,
+    Ack, AckAction, AckOutcome, Attempt, AttemptOutcome, ClaimRequest, Counts, DeadJobs, Enqueued,
+    ExtendOutcome, GroupKey, Job, JobId, JobState, Lease, LeaseRef, ListQuery, LockLease, NewJob,
+    OnDead, Position, QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, SessionKey,
+    StoreError, Timestamp, WakeSender, chained_run_at,
 };
 
 use session::Session;
-
-/// Why a lapsed lease put a job back.
-const LEASE_LAPSED: &str = "lease expired: the worker stopped heartbeating (crashed or stalled)";
 
 /// Maps on the hot path hash with foldhash: ids and names come from our
 /// own code, not from an attacker choosing collisions.
@@ -203,6 +201,52 @@ fn leased(
             Ok(job)
         }
         _ => Err(AckOutcome::Stale),
+    }
+}
+
+/// How a run acknowledged with `action` ends, and the message its record
+/// keeps: the action's failure or reason to wait.
+fn run_outcome<'a>(
+    action: &'a AckAction,
+    cancelled: bool,
+    job: &Job,
+) -> (AttemptOutcome, Option<&'a str>) {
+    let error = match action {
+        AckAction::Retry { error, .. } | AckAction::Kill { error } => Some(error.as_str()),
+        AckAction::Defer { reason, .. } => Some(reason.as_str()),
+        _ => None,
+    };
+    let outcome = match action {
+        AckAction::Complete { .. } => AttemptOutcome::Completed,
+        _ if cancelled => AttemptOutcome::Cancelled,
+        AckAction::Kill { .. } => AttemptOutcome::Dead,
+        AckAction::Retry { .. } if job.attempt >= job.max_attempts => AttemptOutcome::Dead,
+        AckAction::Retry { .. } => AttemptOutcome::Retried,
+        AckAction::Defer { .. } => AttemptOutcome::Deferred,
+        AckAction::Continue { .. } => AttemptOutcome::Continued,
+        AckAction::Release => AttemptOutcome::Released,
+    };
+    (outcome, error)
+}
+
+/// Appends the run that `lease` held to `job`'s history.
+fn record_run(
+    job: &mut Job,
+    lease: Option<Lease>,
+    now: Timestamp,
+    outcome: AttemptOutcome,
+    error: Option<String>,
+) {
+    if let Some(lease) = lease {
+        let run = Attempt::new(
+            job.attempt,
+            lease.started_at,
+            now,
+            lease.worker,
+            outcome,
+            error,
+        );
+        push_history(&mut job.history, run);
     }
 }
 
@@ -401,6 +445,7 @@ impl State {
                 token: self.next_token,
                 expires_at: req.lease_until,
                 worker: req.worker.clone(),
+                started_at: req.now,
             });
             self.leases.insert((req.lease_until, id));
             self.acked.remove(&id);
@@ -437,14 +482,18 @@ impl State {
             Ok(job) => job,
             Err(outcome) => return outcome,
         };
-        if let Some(lease) = job.lease.take() {
+        let lease = job.lease.take();
+        if let Some(lease) = &lease {
             self.leases.remove(&(lease.expires_at, ack.id));
         }
         let cancelled = job.cancel_requested;
+        let (outcome, error) = run_outcome(&ack.action, cancelled, job);
+        record_run(job, lease, now, outcome, error.map(str::to_owned));
         let final_state = match &ack.action {
-            AckAction::Complete => {
+            AckAction::Complete { output } => {
                 // The error of an earlier attempt no longer describes it.
                 job.last_error = None;
+                job.output = output.clone();
                 JobState::Completed
             }
             _ if cancelled => JobState::Cancelled,
@@ -523,8 +572,10 @@ impl State {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            job.lease = None;
+            let lease = job.lease.take();
             let queue = job.queue.clone();
+            let error = Some(LEASE_LAPSED.to_owned());
+            record_run(job, lease, now, AttemptOutcome::Lapsed, error);
             let state = if job.cancel_requested {
                 self.finish(id, JobState::Cancelled, now);
                 JobState::Cancelled

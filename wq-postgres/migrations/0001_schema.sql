@@ -36,10 +36,17 @@ CREATE TABLE jobs (
     lease_token      bigint,
     lease_expires_at timestamptz,
     lease_worker     text,
+    -- When the lease's run began, for its record in `history`.
+    lease_started_at timestamptz,
     cancel_requested boolean NOT NULL DEFAULT false,
     last_error       text,
     -- The step a handler continues at (AckAction::Continue).
     step             text,
+    -- What a completed job's handler stored: JSON text kept byte for byte.
+    output           text,
+    -- The finished runs, oldest first, as `wq_core::Attempt` JSON; NULL
+    -- until the first run ends.
+    history          jsonb,
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL,
     finished_at      timestamptz,
@@ -174,9 +181,12 @@ CREATE TYPE job_result AS (
     lease_token      bigint,
     lease_expires_at timestamptz,
     lease_worker     text,
+    lease_started_at timestamptz,
     cancel_requested boolean,
     last_error       text,
     step             text,
+    output           text,
+    history          jsonb,
     created_at       timestamptz,
     updated_at       timestamptz,
     finished_at      timestamptz,

@@ -251,6 +251,28 @@ END $$;
 
 -- Ends a job in a terminal state. Its group moves on, unless it is a dead
 -- head of a queue that holds groups on a dead head.
+-- A job's history with one more finished run, in the JSON a
+-- `wq_core::Attempt` reads (times in microseconds, no `error` when there is
+-- none), the oldest run dropped beyond `wq_core::attempt::MAX_HISTORY` (20).
+-- A plain expression, so that the planner inlines it into the updates.
+CREATE FUNCTION wq_history(p_history jsonb, p_attempt integer, p_started timestamptz,
+                           p_ended timestamptz, p_worker text, p_outcome text, p_error text)
+RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN jsonb_array_length(coalesce(p_history, '[]')) >= 20
+                THEN p_history - 0 ELSE coalesce(p_history, '[]') END
+           || jsonb_build_array(
+                  jsonb_build_object(
+                      'attempt', p_attempt,
+                      'started_at', (extract(epoch FROM coalesce(p_started, p_ended))
+                                     * 1000000)::bigint,
+                      'ended_at', (extract(epoch FROM p_ended) * 1000000)::bigint,
+                      'worker', coalesce(p_worker, ''),
+                      'outcome', p_outcome)
+                  || CASE WHEN p_error IS NULL THEN '{}'::jsonb
+                          ELSE jsonb_build_object('error', p_error) END)
+$$;
+
 CREATE FUNCTION wq_finish(p_id uuid, p_state smallint, p_error text, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -268,7 +290,7 @@ BEGIN
     UPDATE jobs
     SET state = p_state, finished_at = p_now, updated_at = p_now,
         lease_token = CASE WHEN state = 2 THEN NULL ELSE lease_token END,
-        lease_expires_at = NULL, lease_worker = NULL,
+        lease_expires_at = NULL, lease_worker = NULL, lease_started_at = NULL,
         last_error = coalesce(p_error, last_error)
     WHERE id = p_id
     RETURNING * INTO j;
@@ -672,7 +694,8 @@ BEGIN
         )
         UPDATE jobs j
         SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
-            lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+            lease_expires_at = p_lease_until, lease_worker = p_worker,
+            lease_started_at = p_now, updated_at = p_now
         FROM picked
         WHERE j.id = picked.id
         RETURNING j.*;
@@ -710,7 +733,8 @@ BEGIN
     )
     UPDATE jobs j
     SET state = 2, attempt = j.attempt + 1, lease_token = nextval('lease_tokens'),
-        lease_expires_at = p_lease_until, lease_worker = p_worker, updated_at = p_now
+        lease_expires_at = p_lease_until, lease_worker = p_worker,
+            lease_started_at = p_now, updated_at = p_now
     FROM picked
     WHERE j.id = picked.id
     RETURNING j.*;
@@ -745,7 +769,7 @@ BEGIN
     WITH placed AS (
         UPDATE jobs
         SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
-            lease_expires_at = NULL, lease_worker = NULL
+            lease_expires_at = NULL, lease_worker = NULL, lease_started_at = NULL
         WHERE id = ANY(p_ids)
         RETURNING id, queue, group_key, session, priority, run_at, seq, state
     ), headed AS (
@@ -762,7 +786,8 @@ END $$;
 -- running job, which heads its group, so groups move on together at the end.
 -- Returns one row per input: its position, the outcome and the new state.
 CREATE FUNCTION ack(p_ids uuid[], p_tokens bigint[], p_actions smallint[],
-                    p_run_ats timestamptz[], p_messages text[], p_now timestamptz)
+                    p_run_ats timestamptz[], p_messages text[], p_outputs text[],
+                    p_now timestamptz)
 RETURNS SETOF job_result
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -854,15 +879,27 @@ BEGIN
     -- skipped: starting a statement costs the server more than running a
     -- one-row one, and a turn typically acknowledges a job or two.
 
+    -- Every run that ends here leaves its record in the job's history: its
+    -- message is the failure or the reason to wait (actions 1 to 3), never
+    -- a step.
+
     -- Terminal ones.
     UPDATE jobs j
     SET state = v_fate[array_position(p_ids, j.id)], finished_at = p_now, updated_at = p_now,
-        lease_expires_at = NULL, lease_worker = NULL,
+        lease_expires_at = NULL, lease_worker = NULL, lease_started_at = NULL,
         last_error = CASE WHEN v_fate[array_position(p_ids, j.id)] = 4
                           THEN coalesce(p_messages[array_position(p_ids, j.id)], j.last_error)
                           -- A completed job's earlier failure no longer describes it.
                           WHEN v_fate[array_position(p_ids, j.id)] = 3 THEN NULL
-                          ELSE j.last_error END
+                          ELSE j.last_error END,
+        output = CASE WHEN v_fate[array_position(p_ids, j.id)] = 3
+                      THEN p_outputs[array_position(p_ids, j.id)] END,
+        history = wq_history(j.history, j.attempt, j.lease_started_at, p_now, j.lease_worker,
+                             CASE v_fate[array_position(p_ids, j.id)]
+                                 WHEN 3 THEN 'completed' WHEN 4 THEN 'dead'
+                                 ELSE 'cancelled' END,
+                             CASE WHEN p_actions[array_position(p_ids, j.id)] IN (1, 2, 3)
+                                  THEN p_messages[array_position(p_ids, j.id)] END)
     WHERE j.id = ANY(v_finished);
 
     -- Back in line: the attempt is spent (retry) or given back (defer, release,
@@ -876,7 +913,14 @@ BEGIN
             step = CASE WHEN p_actions[array_position(p_ids, j.id)] = 5
                         THEN p_messages[array_position(p_ids, j.id)] ELSE j.step END,
             attempt = CASE WHEN p_actions[array_position(p_ids, j.id)] IN (2, 4, 5)
-                           THEN greatest(j.attempt - 1, 0) ELSE j.attempt END
+                           THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+            history = wq_history(j.history, j.attempt, j.lease_started_at, p_now,
+                                 j.lease_worker,
+                                 CASE p_actions[array_position(p_ids, j.id)]
+                                     WHEN 1 THEN 'retried' WHEN 2 THEN 'deferred'
+                                     WHEN 4 THEN 'released' ELSE 'continued' END,
+                                 CASE WHEN p_actions[array_position(p_ids, j.id)] IN (1, 2)
+                                      THEN p_messages[array_position(p_ids, j.id)] END)
         WHERE j.id = ANY(v_requeued);
     END IF;
 
@@ -1017,7 +1061,8 @@ $$;
 -- a worker crash. A claim always waits for the flush, so that a job never
 -- runs under a claim the server forgot.
 CREATE FUNCTION ack_and_claim(p_ids uuid[], p_tokens bigint[], p_actions smallint[],
-                              p_run_ats timestamptz[], p_messages text[], p_now timestamptz,
+                              p_run_ats timestamptz[], p_messages text[], p_outputs text[],
+                              p_now timestamptz,
                               p_queue text, p_limit integer, p_lease_until timestamptz,
                               p_worker text)
 RETURNS SETOF job_result
@@ -1026,7 +1071,8 @@ DECLARE
     v_claimed bigint := 0;
     v_next job_result;
 BEGIN
-    RETURN QUERY SELECT * FROM ack(p_ids, p_tokens, p_actions, p_run_ats, p_messages, p_now);
+    RETURN QUERY SELECT * FROM ack(p_ids, p_tokens, p_actions, p_run_ats, p_messages, p_outputs,
+                                   p_now);
     IF p_queue IS NOT NULL THEN
         RETURN QUERY
         SELECT NULL::integer, NULL::smallint, c.*
@@ -1120,6 +1166,10 @@ BEGIN
         END IF;
         id := j.id;
         queue := j.queue;
+        UPDATE jobs x
+        SET history = wq_history(x.history, x.attempt, x.lease_started_at, p_now,
+                                 x.lease_worker, 'lapsed', v_lapsed)
+        WHERE x.id = j.id;
         IF j.cancel_requested THEN
             PERFORM wq_finish(j.id, 5::smallint, NULL, p_now);
             state := 5;

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use wq_core::{
-    AckAction, AckOutcome, ExtendOutcome, GroupKey, Job, JobId, JobState, Lease, Payload,
+    AckAction, AckOutcome, Attempt, ExtendOutcome, GroupKey, Job, JobId, JobState, Lease, Payload,
     QueueName, SessionKey, Timestamp,
 };
 
@@ -42,12 +43,20 @@ pub fn state_from(code: i16) -> Result<JobState, sqlx::Error> {
 /// `run_at`, message (for a continue, the step).
 pub fn action_args(action: &AckAction) -> (i16, Option<DateTime<Utc>>, Option<String>) {
     match action {
-        AckAction::Complete => (0, None, None),
+        AckAction::Complete { .. } => (0, None, None),
         AckAction::Retry { run_at, error } => (1, Some(to_pg(*run_at)), Some(error.clone())),
         AckAction::Defer { run_at, reason } => (2, Some(to_pg(*run_at)), Some(reason.clone())),
         AckAction::Kill { error } => (3, None, Some(error.clone())),
         AckAction::Release => (4, None, None),
         AckAction::Continue { run_at, step } => (5, Some(to_pg(*run_at)), Some(step.clone())),
+    }
+}
+
+/// The output a completion stores, as JSON text.
+pub fn action_output(action: &AckAction) -> Option<String> {
+    match action {
+        AckAction::Complete { output } => output.as_ref().map(|o| o.as_str().to_owned()),
+        _ => None,
     }
 }
 
@@ -92,6 +101,10 @@ pub fn job(row: &PgRow) -> Result<Job, sqlx::Error> {
                 .try_get::<Option<String>, _>("lease_worker")?
                 .unwrap_or_default()
                 .into(),
+            started_at: from_pg(
+                row.try_get::<Option<DateTime<Utc>>, _>("lease_started_at")?
+                    .unwrap_or(expires_at),
+            ),
         }),
         _ => None,
     };
@@ -124,6 +137,12 @@ pub fn job(row: &PgRow) -> Result<Job, sqlx::Error> {
     job.cancel_requested = row.try_get("cancel_requested")?;
     job.last_error = row.try_get("last_error")?;
     job.step = row.try_get("step")?;
+    job.output = row
+        .try_get::<Option<String>, _>("output")?
+        .map(Payload::from_trusted);
+    job.history = row
+        .try_get::<Option<Json<Vec<Attempt>>>, _>("history")?
+        .map_or_else(Vec::new, |h| h.0);
     job.updated_at = from_pg(row.try_get("updated_at")?);
     job.finished_at = row
         .try_get::<Option<DateTime<Utc>>, _>("finished_at")?

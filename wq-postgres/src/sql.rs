@@ -65,7 +65,7 @@ impl Sql {
             )),
             claim: stmt(format!("SELECT * FROM {s}.claim($1, $2, $3, $4, $5)")),
             ack_and_claim: stmt(format!(
-                "SELECT * FROM {s}.ack_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "SELECT * FROM {s}.ack_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             )),
             extend: stmt(format!(
                 "SELECT ord, outcome FROM {s}.extend($1, $2, $3, $4)"

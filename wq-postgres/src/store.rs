@@ -74,6 +74,7 @@ struct AckArgs {
     actions: Vec<i16>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     messages: Vec<Option<String>>,
+    outputs: Vec<Option<String>>,
 }
 
 impl AckArgs {
@@ -84,6 +85,7 @@ impl AckArgs {
             actions: Vec::with_capacity(acks.len()),
             run_ats: Vec::with_capacity(acks.len()),
             messages: Vec::with_capacity(acks.len()),
+            outputs: Vec::with_capacity(acks.len()),
         };
         for ack in acks {
             let (action, run_at, message) = codec::action_args(&ack.action);
@@ -92,6 +94,7 @@ impl AckArgs {
             a.actions.push(action);
             a.run_ats.push(run_at);
             a.messages.push(message);
+            a.outputs.push(codec::action_output(&ack.action));
         }
         a
     }
@@ -385,6 +388,7 @@ impl Store for PgStore {
             .bind(&a.actions)
             .bind(&a.run_ats)
             .bind(&a.messages)
+            .bind(&a.outputs)
             .bind(to_pg(now))
             .bind(queue)
             .bind(limit)

@@ -98,7 +98,7 @@ async fn complete_all(store: &RedisStore) -> Result<(), Error> {
         }
         let acks: Vec<_> = jobs
             .iter()
-            .filter_map(|j| wq_core::Ack::for_job(j, AckAction::Complete))
+            .filter_map(|j| wq_core::Ack::for_job(j, AckAction::complete()))
             .collect();
         store.ack(&acks, now).await?;
     }
@@ -157,7 +157,7 @@ async fn drain_in_rounds(store: &RedisStore) -> Result<(), Error> {
         acks = done
             .jobs
             .iter()
-            .filter_map(|j| wq_core::Ack::for_job(j, AckAction::Complete))
+            .filter_map(|j| wq_core::Ack::for_job(j, AckAction::complete()))
             .collect();
     }
 }

@@ -1,6 +1,7 @@
 -- Takes back up to `limit` jobs whose lease lapsed at or before `now`:
 -- cancelled if that was asked, dead without attempts left, else waiting
--- again with the attempt spent.
+-- again with the attempt spent. Each lapsed run is recorded in its job's
+-- history.
 -- ARGV: now, origin, limit. Returns { woke, { id, state, id, state, ... } }
 -- for the jobs taken back, each with the state it is in now.
 local cfg = config()
@@ -10,18 +11,22 @@ local taken = {}
 local ids = redis.call('ZRANGEBYSCORE', K.leases, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', K.leases, id)
-  -- FINISH_FIELDS, then attempts and the cancellation flag.
-  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 's', 'at', 'mx', 'cr')
+  -- FINISH_FIELDS, then the most attempts, the cancellation flag and
+  -- RUN_FIELDS (the attempt first).
+  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 's', 'mx', 'cr', unpack(RUN_FIELDS))
   if f[1] then
+    local fields = {}
+    record_run(fields, id, now, 'lapsed', LEASE_LAPSED, unpack(f, 9))
     local state
-    if f[9] then
+    if f[8] then
       state = 'cancelled'
-      finish(id, f, state, now, cfg)
-    elseif tonumber(f[7]) >= tonumber(f[8]) then
+      finish(id, f, state, now, cfg, fields)
+    elseif tonumber(f[9]) >= tonumber(f[7]) then
       state = 'dead'
-      finish(id, f, state, now, cfg, { 'er', LEASE_LAPSED })
+      push(fields, 'er', LEASE_LAPSED)
+      finish(id, f, state, now, cfg, fields)
     else
-      state = requeue(id, now, f, { 'er', LEASE_LAPSED, 'tk', '', 'lx', '', 'wk', '' })
+      state = requeue(id, now, f, { 'er', LEASE_LAPSED, 'tk', '', 'lx', '', 'wk', '', 'ls', '', unpack(fields) })
     end
     push(taken, id, state)
   end

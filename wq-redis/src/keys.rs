@@ -60,6 +60,16 @@ impl Keys {
         format!("{}:p:{id}", self.base(queue))
     }
 
+    /// The history of one job: its finished runs, as a JSON array.
+    pub fn history(&self, queue: &QueueName, id: JobId) -> String {
+        format!("{}:h:{id}", self.base(queue))
+    }
+
+    /// The output of one completed job.
+    pub fn output(&self, queue: &QueueName, id: JobId) -> String {
+        format!("{}:o:{id}", self.base(queue))
+    }
+
     /// The set of declared queue names.
     pub fn registry(&self) -> String {
         format!("{{{}}}:queues", self.prefix)

@@ -94,11 +94,16 @@ impl RedisStore {
 
     /// One job of a known queue.
     async fn fetch(&self, queue: &QueueName, id: JobId) -> Result<Option<Job>, StoreError> {
-        let (fields, payload): (Value, Value) = redis::pipe()
+        let keys = self.keys();
+        let (fields, payload, history, output): (Value, Value, Value, Value) = redis::pipe()
             .cmd("HGETALL")
-            .arg(self.keys().job(queue, id))
+            .arg(keys.job(queue, id))
             .cmd("GET")
-            .arg(self.keys().payload(queue, id))
+            .arg(keys.payload(queue, id))
+            .cmd("GET")
+            .arg(keys.history(queue, id))
+            .cmd("GET")
+            .arg(keys.output(queue, id))
             .query_async(&mut self.conn())
             .await
             .map_err(driver)?;
@@ -110,6 +115,8 @@ impl RedisStore {
             Value::BulkString(id.to_string().into_bytes()),
             payload,
             Value::Array(fields),
+            history,
+            output,
         ]);
         job(queue, v).map(Some)
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use redis::Value;
 use wq_core::{
-    GroupKey, Job, JobId, JobState, Lease, Payload, QueueName, SessionKey, StoreError, Timestamp,
+    Attempt, GroupKey, Job, JobId, JobState, Lease, Payload, QueueName, SessionKey, StoreError,
+    Timestamp,
 };
 
 use crate::error::reply;
@@ -105,6 +106,7 @@ struct Fields {
     token: Option<u64>,
     lease_until: Option<Timestamp>,
     worker: Option<Arc<str>>,
+    lease_start: Option<Timestamp>,
     cancel_requested: bool,
     last_error: Option<String>,
     step: Option<String>,
@@ -116,7 +118,7 @@ struct Fields {
 impl Fields {
     fn set(&mut self, name: &str, v: &str) -> Result<(), StoreError> {
         // A job that holds no lease keeps its lease fields empty.
-        if v.is_empty() && matches!(name, "tk" | "lx" | "wk") {
+        if v.is_empty() && matches!(name, "tk" | "lx" | "wk" | "ls") {
             return Ok(());
         }
         match name {
@@ -133,6 +135,7 @@ impl Fields {
             "tk" => self.token = Some(number(name, v)?),
             "lx" => self.lease_until = Some(timestamp(v)?),
             "wk" => self.worker = Some(v.into()),
+            "ls" => self.lease_start = Some(timestamp(v)?),
             "cr" => self.cancel_requested = v == "1",
             "er" => self.last_error = Some(v.to_owned()),
             "sp" => self.step = Some(v.to_owned()),
@@ -149,6 +152,9 @@ impl Fields {
             token: self.token?,
             expires_at: self.lease_until?,
             worker: self.worker.take()?,
+            // A lease taken before its start was kept counts from the
+            // claim's update, as its record will.
+            started_at: self.lease_start.or(self.updated_at)?,
         })
     }
 }
@@ -157,9 +163,26 @@ fn required<T>(id: JobId, field: &str, v: Option<T>) -> Result<T, StoreError> {
     v.ok_or_else(|| reply(format!("job {id} has no `{field}`")))
 }
 
-/// A job as the scripts return it: `{ id, payload, { field, value, ... } }`.
+/// A job's history as stored: the JSON array of its records, or nil.
+fn history(id: JobId, v: &Value) -> Result<Vec<Attempt>, StoreError> {
+    if *v == Value::Nil {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(text(v)?).map_err(|e| reply(format!("job {id} has a bad history: {e}")))
+}
+
+/// A job's output as stored (checked JSON, kept byte for byte), or nil.
+fn output(v: &Value) -> Result<Option<Payload>, StoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        v => text(v).map(|t| Some(Payload::from_trusted(t))),
+    }
+}
+
+/// A job as the scripts return it: `{ id, payload, { field, value, ... },
+/// history, output }`, the last two nil for none.
 pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
-    let [id, payload, fields] = tuple::<3>(v)?;
+    let [id, payload, fields, runs, out] = tuple::<5>(v)?;
     let id = job_id(text(&id)?)?;
     let payload = Payload::from_trusted(text(&payload)?);
     let mut f = Fields::default();
@@ -189,6 +212,8 @@ pub(crate) fn job(queue: &QueueName, v: Value) -> Result<Job, StoreError> {
     job.cancel_requested = f.cancel_requested;
     job.last_error = f.last_error;
     job.step = f.step;
+    job.output = output(&out)?;
+    job.history = history(id, &runs)?;
     job.updated_at = required(id, "ua", f.updated_at)?;
     job.finished_at = f.finished_at;
     Ok(job)

@@ -4,7 +4,7 @@
 use redis::{ScriptInvocation, Value};
 use wq_core::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, ExtendOutcome, Job, JobId, LeaseRef,
-    QueueName, RescueReport, StoreError, Timestamp,
+    Payload, QueueName, RescueReport, StoreError, Timestamp,
 };
 
 use crate::error::reply;
@@ -213,7 +213,9 @@ fn ack_args(call: &mut ScriptInvocation<'_>, acks: &[&Ack]) {
     for a in acks {
         call.arg(a.id.to_string()).arg(a.token);
         let (code, run_at, message) = match &a.action {
-            AckAction::Complete => ("c", None, ""),
+            AckAction::Complete { output } => {
+                ("c", None, output.as_ref().map_or("", Payload::as_str))
+            }
             AckAction::Retry { run_at, error } => ("r", Some(*run_at), error.as_str()),
             AckAction::Defer { run_at, reason } => ("d", Some(*run_at), reason.as_str()),
             AckAction::Kill { error } => ("k", None, error.as_str()),

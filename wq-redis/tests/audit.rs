@@ -173,7 +173,7 @@ async fn a_clean_busy_store_reports_nothing() -> Result<(), String> {
                         error: "again".into(),
                     }
                 } else {
-                    AckAction::Complete
+                    AckAction::complete()
                 };
                 Ack::for_job(j, action)
             })

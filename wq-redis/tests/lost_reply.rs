@@ -24,7 +24,7 @@ fn request(queue: &str, limit: usize, now: Timestamp, worker: &str, turn: u64) -
 
 fn complete_all(jobs: &[Job]) -> Vec<Ack> {
     jobs.iter()
-        .filter_map(|j| Ack::for_job(j, AckAction::Complete))
+        .filter_map(|j| Ack::for_job(j, AckAction::complete()))
         .collect()
 }
 

@@ -526,7 +526,14 @@ impl<B: Backend> Pair<B> {
                 let held = self.held.remove(usize::from(*pick) % self.held.len());
                 let later = |s: &u8| now + Duration::from_secs(u64::from(*s));
                 let action = match act {
-                    Act::Complete => AckAction::Complete,
+                    // Every other completion stores an output, which the
+                    // stores must keep alike.
+                    Act::Complete => AckAction::Complete {
+                        output: (pick % 2 == 1)
+                            .then(|| Payload::from_json(&pick))
+                            .transpose()
+                            .map_err(|e| Failure(e.to_string()))?,
+                    },
                     Act::Retry(s) => AckAction::Retry {
                         run_at: later(s),
                         error: "retry".into(),

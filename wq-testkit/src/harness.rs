@@ -269,7 +269,7 @@ pub async fn complete_all<B: Store>(
     let acks = jobs
         .iter()
         .map(|j| {
-            Ack::for_job(j, AckAction::Complete)
+            Ack::for_job(j, AckAction::complete())
                 .ok_or_else(|| Failure::new(format!("claimed job {} has no lease", j.id)))
         })
         .collect::<Result<Vec<_>, _>>()?;

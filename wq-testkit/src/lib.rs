@@ -120,6 +120,8 @@ macro_rules! conformance_tests {
             steps_continue_without_spending_attempts,
             steps_free_the_slot,
             events_tell_each_transition,
+            attempts_are_recorded,
+            history_keeps_the_latest_runs,
             sessions_cap_running_jobs,
             session_rates_space_starts,
             paused_sessions_hold_their_jobs,

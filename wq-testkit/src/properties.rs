@@ -377,7 +377,7 @@ impl<B: Backend> Machine<B> {
         let pick = usize::from(pick) % self.held[worker].len();
         let h = self.held[worker].remove(pick);
         let ack_action = match action {
-            Action::Complete => AckAction::Complete,
+            Action::Complete => AckAction::complete(),
             Action::Retry(s) => AckAction::Retry {
                 run_at: now + Duration::from_secs(u64::from(s)),
                 error: "retry".into(),
@@ -616,7 +616,7 @@ impl<B: Backend> Machine<B> {
                         &[Ack {
                             id: job.id,
                             token,
-                            action: AckAction::Complete,
+                            action: AckAction::complete(),
                         }],
                         now,
                     )

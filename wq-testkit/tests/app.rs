@@ -249,7 +249,7 @@ async fn the_handler_types_then_sends_through_one_retry() -> Result<(), Failure>
         sent.events_of(id).as_slice(),
         [
             EventKind::Started { attempt: 2, .. },
-            EventKind::Completed { attempt: 2 }
+            EventKind::Completed { attempt: 2, .. }
         ]
     ));
     assert_eq!(bridge.sent.lock().len(), 1);

@@ -18,8 +18,9 @@ use crate::jid::Jid;
 use crate::job::JobMessageId;
 use crate::message::{MessageId, OutboundMessage};
 
-/// What the bridge confirmed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the bridge confirmed; [`TransportHandler`] stores it as the job's
+/// output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendReceipt {
     /// The id the message was sent under.
     pub message_id: MessageId,
@@ -264,7 +265,8 @@ impl<T: Transport> Handler for TransportHandler<T> {
                 .typing(&msg.instance, &msg.to, Duration::from_millis(ms))
                 .await?;
         }
-        self.transport.send(&ctx.message_id(), &msg).await?;
+        let receipt = self.transport.send(&ctx.message_id(), &msg).await?;
+        ctx.set_output(&receipt)?;
         Ok(())
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tower::ServiceBuilder;
 use wq::{
-    Client, ConnectionState, Enqueue, EnqueueMessage, Jid, JobError, JobState, MemoryStore,
-    MessageId, OutboundMessage, QueueConfig, RetryPolicy, SendReceipt, Transport, TransportError,
-    TransportHandler, Worker,
+    AttemptOutcome, Client, ConnectionState, Enqueue, EnqueueMessage, Jid, JobError, JobState,
+    MemoryStore, MessageId, OutboundMessage, QueueConfig, RetryPolicy, SendReceipt, Transport,
+    TransportError, TransportHandler, Worker,
 };
 
 /// A bridge that is not `Clone`, whose first send hangs (a stuck socket)
@@ -106,4 +106,12 @@ async fn transport_handler_runs_under_a_tower_timeout() {
     assert_eq!((job.state, job.attempt), (JobState::Completed, 2));
     assert_eq!(bridge.attempts.load(Ordering::SeqCst), 2);
     assert_eq!(*bridge.sent.lock().expect("lock"), [MessageId::for_job(id)]);
+    // The receipt is kept with the job; the timed-out run is in its history.
+    let receipt: SendReceipt = job.output.expect("an output").decode().expect("a receipt");
+    assert_eq!(receipt.message_id, MessageId::for_job(id));
+    let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Retried, AttemptOutcome::Completed]
+    );
 }

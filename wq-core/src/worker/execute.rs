@@ -69,10 +69,9 @@ async fn attempt<B: Backend>(
     if control.abort_running.is_cancelled() {
         cancel.cancel();
     }
-    let handler = queue
-        .handler
-        .clone()
-        .call(JobContext::new(job, cancel.clone()));
+    let ctx = JobContext::new(job, cancel.clone());
+    let output = ctx.output_slot();
+    let handler = queue.handler.clone().call(ctx);
     let timeout = queue.config.timeout;
     let end = tokio::select! {
         biased;
@@ -98,7 +97,9 @@ async fn attempt<B: Backend>(
             Stats::bump(&control.stats.lost, 1);
             return None;
         }
-        (Some(AttemptEnd::Returned(Ok(()))), _) => AckAction::Complete,
+        (Some(AttemptEnd::Returned(Ok(()))), _) => AckAction::Complete {
+            output: output.lock().take(),
+        },
         (Some(end), _) => {
             match &end {
                 AttemptEnd::Returned(Err(e @ JobError::Continue { .. })) => {

@@ -386,7 +386,14 @@ fn ended(
         return None;
     };
     Some(match (state, &ack.action) {
-        (JobState::Completed, _) => EventKind::Completed { attempt },
+        (JobState::Completed, AckAction::Complete { output }) => EventKind::Completed {
+            attempt,
+            output: output.clone(),
+        },
+        (JobState::Completed, _) => EventKind::Completed {
+            attempt,
+            output: None,
+        },
         (JobState::Cancelled, _) => EventKind::Cancelled,
         (JobState::Dead, AckAction::Kill { error } | AckAction::Retry { error, .. }) => {
             EventKind::Dead {
@@ -420,6 +427,6 @@ fn ended(
         },
         // A completion the store did not record as completed, or a kill
         // it did not record as dead: the state says what happened.
-        (_, AckAction::Complete | AckAction::Kill { .. }) => return None,
+        (_, AckAction::Complete { .. } | AckAction::Kill { .. }) => return None,
     })
 }

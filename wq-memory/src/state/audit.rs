@@ -143,6 +143,7 @@ impl State {
                     token: 0,
                     expires_at: now,
                     worker: "unknown".into(),
+                    started_at: now,
                 });
                 lease.expires_at = lease.expires_at.min(now);
                 self.leases.insert((lease.expires_at, id));

@@ -22,20 +22,24 @@ local function patch(h, changes)
 end
 
 -- Starts a new attempt of a popped head under a lease with `token`;
--- returns the job's fields as written.
+-- returns the job's fields as written, and its history (false for none).
 local function lease(id, now, lease_until, worker, token)
   local jk = jkey(id)
   local h = redis.call('HGETALL', jk)
-  local attempt = 1
+  local attempt, ran = 1, false
   for i = 1, #h, 2 do
-    if h[i] == 'at' then attempt = tonumber(h[i + 1]) + 1 end
+    if h[i] == 'at' then
+      attempt = tonumber(h[i + 1]) + 1
+    elseif h[i] == 'hn' then
+      ran = true
+    end
   end
   -- A new claim clears `ak`: from now on, the last acknowledgement's token
   -- is stale (see ack_one).
-  local changes = { st = 'running', ua = now, at = int(attempt), tk = int(token), lx = lease_until, wk = worker, ak = '' }
-  redis.call('HSET', jk, 'st', changes.st, 'ua', now, 'at', changes.at, 'tk', changes.tk, 'lx', lease_until, 'wk', worker, 'ak', '')
+  local changes = { st = 'running', ua = now, at = int(attempt), tk = int(token), lx = lease_until, wk = worker, ak = '', ls = now }
+  redis.call('HSET', jk, 'st', changes.st, 'ua', now, 'at', changes.at, 'tk', changes.tk, 'lx', lease_until, 'wk', worker, 'ak', '', 'ls', now)
   push(later.lease, lease_until, id)
-  return patch(h, changes)
+  return patch(h, changes), ran and redis.call('GET', hkey(id))
 end
 
 -- Takes up to `limit` due heads in key order from two sources: the
@@ -151,7 +155,9 @@ local function claim(now, lease_until, worker, limit, cfg)
   local at = tonumber(now)
   for i = 1, n do
     tokens[i] = last - n + i
-    out[i] = { ids[i], payloads[i], lease(ids[i], now, lease_until, worker, tokens[i]) }
+    local fields, history = lease(ids[i], now, lease_until, worker, tokens[i])
+    -- A job that runs holds no output: only a completion stores one.
+    out[i] = { ids[i], payloads[i], fields, history, false }
     local s = owners and owners[i] and session(owners[i])
     if s and s.sp then
       s.ns = at + spacing_after(s, tokens[i])

@@ -39,6 +39,12 @@ local SORT_KEY_LEN = 30
 
 local function jkey(id) return B .. ':j:' .. id end
 local function pkey(id) return B .. ':p:' .. id end
+-- A job's finished runs and a completed job's output, each in a key of its
+-- own like the payload: one record of a run passes the 64 bytes up to
+-- which Redis keeps a hash compact, and would make every retained job's
+-- hash several times larger (measured: 296 vs 1,387 bytes).
+local function hkey(id) return B .. ':h:' .. id end
+local function okey(id) return B .. ':o:' .. id end
 local function gkey(g) return B .. ':g:' .. g end
 -- A session's hash: mr max running, sp spacing and jt jitter (µs; no sp
 -- without a rate), rs/rp/rj the rate as set (starts, per and jitter in
@@ -247,6 +253,46 @@ local function set_state(jk, from, to, now)
   count(to, 1)
 end
 
+-- Most runs a job's history keeps (wq_core::attempt::MAX_HISTORY).
+local MAX_HISTORY = 20
+-- What the record of a run needs of its job, in this order: the attempt,
+-- the lease's start and worker, the number of records kept (`hn`), and
+-- updated_at.
+local RUN_FIELDS = { 'at', 'ls', 'wk', 'hn', 'ua' }
+
+-- Appends to job `id`'s history the run its lease held, ended at `now` as
+-- `outcome` with message `err` (nil for none), as the JSON of a
+-- wq_core::Attempt, dropping the oldest record past MAX_HISTORY; the
+-- arguments after `err` are RUN_FIELDS as read. Pushes the new count onto
+-- `fields`, the job's fields still to be written. A job without a lease
+-- ran nothing to record.
+local function record_run(fields, id, now, outcome, err, attempt, started, worker, n, ua)
+  if not worker or worker == '' then return end
+  -- A lease taken before its start was kept counts from the claim's update.
+  if not started or started == '' then started = ua end
+  -- Numbers go in as the text they are: Lua prints a timestamp with 14
+  -- digits, cjson too.
+  local rec = '{"attempt":' .. attempt .. ',"started_at":' .. started .. ',"ended_at":' .. now
+    .. ',"worker":' .. cjson.encode(worker) .. ',"outcome":"' .. outcome .. '"'
+  if err then rec = rec .. ',"error":' .. cjson.encode(err) end
+  rec = rec .. '}'
+  local list = n and redis.call('GET', hkey(id))
+  if not list then
+    redis.call('SET', hkey(id), '[' .. rec .. ']')
+    push(fields, 'hn', '1')
+    return
+  end
+  n = tonumber(n)
+  if n >= MAX_HISTORY then
+    -- Where one record ends and the next begins: text no JSON string
+    -- holds, its quotes being escaped.
+    list = '[' .. string.sub(list, string.find(list, '},{"attempt":', 1, true) + 2)
+    n = n - 1
+  end
+  redis.call('SET', hkey(id), string.sub(list, 1, -2) .. ',' .. rec .. ']')
+  push(fields, 'hn', int(n + 1))
+end
+
 -- The fields finish() and requeue() need, in this order.
 local FINISH_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's' }
 
@@ -285,7 +331,7 @@ local function remove(id)
   local jk = jkey(id)
   local f = redis.call('HMGET', jk, 'st', 'ik')
   if not f[1] then return false end
-  redis.call('DEL', jk, pkey(id))
+  redis.call('DEL', jk, pkey(id), hkey(id), okey(id))
   redis.call('ZREM', K.all, id)
   redis.call('ZREM', K.done, id)
   redis.call('ZREM', K.dead, id)
@@ -355,7 +401,7 @@ local function finish(id, f, state, now, cfg, extra)
     redis.call('ZREM', K.wait, m)
     redis.call('ZREM', K.sched, id)
   end
-  local fields = { jk, 'st', state, 'ua', now, 'fa', now, 'tk', '', 'lx', '', 'wk', '' }
+  local fields = { jk, 'st', state, 'ua', now, 'fa', now, 'tk', '', 'lx', '', 'wk', '', 'ls', '' }
   if extra then
     for _, v in ipairs(extra) do fields[#fields + 1] = v end
   end
@@ -410,7 +456,9 @@ local function promote(now, max, cfg, wake)
   return #ids
 end
 
--- A job as the client decodes it: id, payload, and the hash's fields.
+-- A job as the client decodes it: id, payload, the hash's fields, its
+-- history and its output (nil for none).
 local function job_reply(id)
-  return { id, redis.call('GET', pkey(id)), redis.call('HGETALL', jkey(id)) }
+  local f = redis.call('HGETALL', jkey(id))
+  return { id, redis.call('GET', pkey(id)), f, redis.call('GET', hkey(id)), redis.call('GET', okey(id)) }
 end

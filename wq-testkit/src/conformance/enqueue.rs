@@ -69,7 +69,7 @@ pub async fn idempotent_enqueue<T: TestBackend>(t: &T) -> TestResult {
         let now = clock.now();
         let jobs = claim(&b, "inbound", 10, now, secs(30)).await?;
         for j in &jobs {
-            ack(&b, j, AckAction::Complete, now).await?;
+            ack(&b, j, AckAction::complete(), now).await?;
         }
         let after = client
             .enqueue(Enqueue::new("inbound", &"v3").idempotency_key("wamid.A"))

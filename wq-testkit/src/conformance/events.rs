@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use wq_core::attempt::LEASE_LAPSED;
 use wq_core::{
-    Clock as _, Deferral, Enqueue, EventKind, Events, JobContext, JobError, JobId, JobState,
-    QueueConfig, WaitCause, Worker,
+    AttemptOutcome, Backend, Clock as _, Deferral, Enqueue, EventKind, Events, JobContext,
+    JobError, JobId, JobState, Payload, QueueConfig, WaitCause, Worker,
 };
 
 use crate::harness::{
-    PATIENCE, TestBackend, TestResult, claim, declare, manual_client, quick_retry, secs, stop,
-    with_backend,
+    PATIENCE, TestBackend, TestResult, claim, declare, manual_client, must_get, quick_retry, secs,
+    stop, with_backend,
 };
 use crate::{Failure, ensure, ensure_eq};
 
@@ -72,6 +73,16 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
                         ))
                     }
                     ("bad", _, _) => Err(JobError::permanent("bad")),
+                    ("ok", _, _) => {
+                        ctx.set_output(&serde_json::json!({ "id": "wamid.ok" }))?;
+                        Ok(())
+                    }
+                    ("flaky", _, _) => {
+                        // Set, then replaced: the last value is kept.
+                        ctx.set_output(&1)?;
+                        ctx.set_output(&2)?;
+                        Ok(())
+                    }
                     _ => Ok(()),
                 }
             })
@@ -101,6 +112,10 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
             attempt,
             worker: worker.clone(),
         };
+        let done = |attempt, output: Option<&str>| EventKind::Completed {
+            attempt,
+            output: output.map(Payload::from_trusted),
+        };
         let enqueued = |kind: &str| {
             told[kind]
                 .first()
@@ -123,14 +138,14 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
                     state: JobState::Available
                 },
                 started(2),
-                EventKind::Completed { attempt: 2 }
+                done(2, None)
             ],
             "a job rescued from a lapsed lease"
         );
         ensure_eq!(
             rest("ok"),
-            vec![started(1), EventKind::Completed { attempt: 1 }],
-            "a job that succeeds"
+            vec![started(1), done(1, Some(r#"{"id":"wamid.ok"}"#))],
+            "a job that succeeds, with the output its handler set"
         );
         let flaky = rest("flaky");
         ensure_eq!(flaky.len(), 4, "a job that fails once: {flaky:?}");
@@ -140,7 +155,7 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
         );
         ensure_eq!(
             (flaky[0].clone(), flaky[2].clone(), flaky[3].clone()),
-            (started(1), started(2), EventKind::Completed { attempt: 2 }),
+            (started(1), started(2), done(2, Some("2"))),
             "a job that fails once: its attempts"
         );
         let step = rest("step");
@@ -151,7 +166,7 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
         );
         ensure_eq!(
             (step[0].clone(), step[2].clone(), step[3].clone()),
-            (started(1), started(1), EventKind::Completed { attempt: 1 }),
+            (started(1), started(1), done(1, None)),
             "a step spends no attempt"
         );
         let wait = rest("wait");
@@ -162,7 +177,7 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
         );
         ensure_eq!(
             (wait[0].clone(), wait[2].clone(), wait[3].clone()),
-            (started(1), started(1), EventKind::Completed { attempt: 1 }),
+            (started(1), started(1), done(1, None)),
             "a wait spends no attempt"
         );
         let bad = rest("bad");
@@ -176,9 +191,58 @@ pub async fn events_tell_each_transition<T: TestBackend>(t: &T) -> TestResult {
             vec![EventKind::Cancelled],
             "a waiting job cancelled by the client"
         );
-        Ok(())
+        histories_match_the_events(&b, &ids).await
     })
     .await
+}
+
+/// Each job's stored history, as the events told it: one record per run,
+/// by the worker that ran it, with how it ended and its message.
+async fn histories_match_the_events<B: Backend>(b: &B, ids: &HashMap<JobId, &str>) -> TestResult {
+    use AttemptOutcome::{Completed, Continued, Dead, Deferred, Lapsed, Retried};
+    for (id, kind) in ids {
+        let job = must_get(b, *id).await?;
+        let runs: Vec<_> = job
+            .history
+            .iter()
+            .map(|a| (a.attempt, a.outcome, a.worker.to_string(), a.error.clone()))
+            .collect();
+        let w = |n, outcome, error: Option<&str>| {
+            let worker = if outcome == Lapsed {
+                "test-worker"
+            } else {
+                "events-worker"
+            };
+            (n, outcome, worker.to_owned(), error.map(str::to_owned))
+        };
+        let expected = match *kind {
+            "lapsed" => vec![w(1, Lapsed, Some(LEASE_LAPSED)), w(2, Completed, None)],
+            "ok" => vec![w(1, Completed, None)],
+            "flaky" => vec![w(1, Retried, Some("flaky")), w(2, Completed, None)],
+            "step" => vec![w(1, Continued, None), w(1, Completed, None)],
+            "wait" => vec![w(1, Deferred, Some("busy")), w(1, Completed, None)],
+            "bad" => vec![w(1, Dead, Some("bad"))],
+            _ => vec![],
+        };
+        ensure_eq!(runs, expected, "the history of `{kind}`");
+        for a in &job.history {
+            ensure!(
+                a.started_at <= a.ended_at,
+                "`{kind}`: a run ends before it starts: {a:?}"
+            );
+        }
+        let output = job.output.as_ref().map(|o| o.as_str().to_owned());
+        let want = match *kind {
+            "ok" => Some(r#"{"id":"wamid.ok"}"#.to_owned()),
+            "flaky" => Some("2".to_owned()),
+            _ => None,
+        };
+        ensure_eq!(output, want, "the output of `{kind}`");
+        if job.state == JobState::Completed {
+            ensure_eq!(job.last_error, None, "`{kind}` completed keeps no error");
+        }
+    }
+    Ok(())
 }
 
 /// The last event a job can get in this test.

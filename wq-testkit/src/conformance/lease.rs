@@ -43,7 +43,7 @@ pub async fn lapsed_leases_are_rescued<T: TestBackend>(t: &T) -> TestResult {
             .iter()
             .find(|j| j.id == done.id)
             .ok_or_else(|| Failure::new("job not claimed"))?;
-        ack(&b, finished, AckAction::Complete, t0 + secs(1)).await?;
+        ack(&b, finished, AckAction::complete(), t0 + secs(1)).await?;
 
         ensure_eq!(
             b.rescue(t0 + secs(4), 100).await?.total(),
@@ -145,7 +145,7 @@ pub async fn stale_workers_are_fenced<T: TestBackend>(t: &T) -> TestResult {
             .clone();
         let late = t0 + secs(6);
         let actions = [
-            AckAction::Complete,
+            AckAction::complete(),
             AckAction::Retry {
                 run_at: late,
                 error: "x".into(),
@@ -213,14 +213,14 @@ pub async fn stale_workers_are_fenced<T: TestBackend>(t: &T) -> TestResult {
             "lease after extend"
         );
         ensure_eq!(
-            ack(&b, &fresh, AckAction::Complete, late + secs(20)).await?,
+            ack(&b, &fresh, AckAction::complete(), late + secs(20)).await?,
             AckOutcome::Applied(JobState::Completed),
             "ack by the holder, within the extended lease"
         );
         // The same acknowledgement again (its reply was lost) answers as
         // applied and changes nothing.
         ensure_eq!(
-            ack(&b, &fresh, AckAction::Complete, late + secs(20)).await?,
+            ack(&b, &fresh, AckAction::complete(), late + secs(20)).await?,
             AckOutcome::Applied(JobState::Completed),
             "the holder's acknowledgement sent again"
         );
@@ -232,7 +232,7 @@ pub async fn stale_workers_are_fenced<T: TestBackend>(t: &T) -> TestResult {
         let unknown = Ack {
             id: wq_core::JobId::new(),
             token: 1,
-            action: AckAction::Complete,
+            action: AckAction::complete(),
         };
         ensure_eq!(
             b.ack(&[unknown], late).await?,
@@ -297,12 +297,12 @@ pub async fn repeated_acks_answer_applied<T: TestBackend>(t: &T) -> TestResult {
             "the first attempt's retry after the job was claimed again"
         );
         ensure_eq!(
-            ack(&b, again, AckAction::Complete, now).await?,
+            ack(&b, again, AckAction::complete(), now).await?,
             AckOutcome::Applied(JobState::Completed),
             "the second attempt completes"
         );
         ensure_eq!(
-            ack(&b, again, AckAction::Complete, now).await?,
+            ack(&b, again, AckAction::complete(), now).await?,
             AckOutcome::Applied(JobState::Completed),
             "the completion sent again"
         );
@@ -314,7 +314,7 @@ pub async fn repeated_acks_answer_applied<T: TestBackend>(t: &T) -> TestResult {
         let later = now + secs(31);
         ensure_eq!(b.rescue(later, 10).await?.retried, 1, "rescued");
         ensure_eq!(
-            ack(&b, lapsed, AckAction::Complete, later).await?,
+            ack(&b, lapsed, AckAction::complete(), later).await?,
             AckOutcome::Stale,
             "the lapsed holder's acknowledgement after the rescue"
         );

@@ -4,6 +4,7 @@
 
 mod enqueue;
 mod events;
+mod history;
 mod lease;
 mod ledger;
 mod operations;
@@ -16,6 +17,7 @@ mod worker;
 
 pub use enqueue::*;
 pub use events::*;
+pub use history::*;
 pub use lease::*;
 pub use ledger::{Ledger, Step, counting_handler, recording_handler, start_worker};
 pub use operations::*;

@@ -78,7 +78,7 @@ pub async fn cancel_waiting_and_running<T: TestBackend>(t: &T) -> TestResult {
         );
         client.cancel(ids[2]).await?;
         ensure_eq!(
-            ack(&b, &next[0], AckAction::Complete, now).await?,
+            ack(&b, &next[0], AckAction::complete(), now).await?,
             AckOutcome::Applied(JobState::Completed),
             "a job that finished anyway is completed"
         );
@@ -236,7 +236,7 @@ pub async fn retention_prunes_finished_jobs<T: TestBackend>(t: &T) -> TestResult
             .job;
         for j in claim(&b, "keep", 5, t0, secs(30)).await? {
             let action = if j.id == done.id {
-                AckAction::Complete
+                AckAction::complete()
             } else {
                 AckAction::Kill { error: "x".into() }
             };
@@ -276,7 +276,7 @@ pub async fn retention_prunes_finished_jobs<T: TestBackend>(t: &T) -> TestResult
         let got = claim(&b, "ephemeral", 1, t0, secs(30)).await?;
         ensure_eq!(got.len(), 1, "claimed");
         ensure_eq!(
-            ack(&b, &got[0], AckAction::Complete, t0).await?,
+            ack(&b, &got[0], AckAction::complete(), t0).await?,
             AckOutcome::Applied(JobState::Completed),
             "completed"
         );
@@ -313,7 +313,7 @@ pub async fn counts_by_state<T: TestBackend>(t: &T) -> TestResult {
         client.cancel(cancel_me.id).await?;
         let got = claim(&b, "counted", 4, t0, secs(30)).await?;
         ensure_eq!(got.len(), 4, "claimed");
-        ack(&b, &got[0], AckAction::Complete, t0).await?;
+        ack(&b, &got[0], AckAction::complete(), t0).await?;
         ack(&b, &got[1], AckAction::Kill { error: "x".into() }, t0).await?;
         let c = client.counts("counted").await?;
         let expected = Counts {

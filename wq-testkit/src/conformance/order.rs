@@ -71,7 +71,7 @@ pub async fn one_in_flight_per_group<T: TestBackend>(t: &T) -> TestResult {
         let now = clock.now();
         let got = claim(&b, "one", 10, now, secs(30)).await?;
         ensure_eq!(got.len(), 1, "jobs claimed from one group of five");
-        ack(&b, &got[0], AckAction::Complete, now).await?;
+        ack(&b, &got[0], AckAction::complete(), now).await?;
 
         let (groups, per_group) = (40u32, 10u32);
         let jobs = (0..per_group)
@@ -153,7 +153,7 @@ pub async fn enqueue_behind_a_running_head_waits<T: TestBackend>(t: &T) -> TestR
             vec![other],
             "while the head runs, only the other group's job"
         );
-        ack(&b, &got[0], AckAction::Complete, now).await?;
+        ack(&b, &got[0], AckAction::complete(), now).await?;
         ensure!(
             claim_with_next_due(&b, "behind", 10, now, secs(30))
                 .await?
@@ -177,7 +177,7 @@ pub async fn enqueue_behind_a_running_head_waits<T: TestBackend>(t: &T) -> TestR
             .enqueue(Enqueue::new("behind", &"late").group("contact"))
             .await?
             .job;
-        let acks: Vec<_> = Ack::for_job(&again[0], AckAction::Complete)
+        let acks: Vec<_> = Ack::for_job(&again[0], AckAction::complete())
             .into_iter()
             .collect();
         let req = ClaimRequest::new("behind", 10, now, now + secs(30), "test-worker");
@@ -199,7 +199,7 @@ pub async fn enqueue_behind_a_running_head_waits<T: TestBackend>(t: &T) -> TestR
                 got.is_empty(),
                 "the {what} job became a second head of its group"
             );
-            ack(&b, &holder, AckAction::Complete, now).await?;
+            ack(&b, &holder, AckAction::complete(), now).await?;
             let next = claim(&b, "behind", 10, now, secs(30)).await?;
             ensure_eq!(
                 next.iter().map(|j| j.id).collect::<Vec<_>>(),

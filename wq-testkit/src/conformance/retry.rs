@@ -116,7 +116,7 @@ pub async fn retries_and_backoff<T: TestBackend>(t: &T) -> TestResult {
             Some("flaky"),
             "a retried job shows its failure while it waits or runs"
         );
-        ack(&b, &again[0], AckAction::Complete, at).await?;
+        ack(&b, &again[0], AckAction::complete(), at).await?;
         let done = must_get(&b, next.id).await?;
         ensure_eq!(
             (done.state, done.last_error),
@@ -331,7 +331,7 @@ pub async fn dead_jobs_retry_and_purge<T: TestBackend>(t: &T) -> TestResult {
             vec![ids[0]],
             "the retried job runs"
         );
-        ack(&b, &again[0], AckAction::Complete, now).await?;
+        ack(&b, &again[0], AckAction::complete(), now).await?;
 
         let purged = client.purge_dead(DeadJobs::All("dlq".into())).await?;
         ensure_eq!(purged, 2, "dead jobs purged");

@@ -249,7 +249,7 @@ pub async fn paused_sessions_hold_their_jobs<T: TestBackend>(t: &T) -> TestResul
         want.sort();
         ensure_eq!(resumed, want, "resumed: each group's head");
         let head = must_get(&b, first.id).await?;
-        ack(&b, &head, AckAction::Complete, later).await?;
+        ack(&b, &head, AckAction::complete(), later).await?;
         ensure_eq!(
             ids(&claim(&b, "send", 10, later, secs(30)).await?),
             vec![second.id],

@@ -134,7 +134,7 @@ pub async fn steps_continue_without_spending_attempts<T: TestBackend>(t: &T) -> 
             vec![head.id],
             "the head again, still ahead of its group"
         );
-        ack(&b, &last[0], AckAction::Complete, now).await?;
+        ack(&b, &last[0], AckAction::complete(), now).await?;
 
         // The job behind: a continue under a lapsed lease, then one with
         // its cancellation requested.

@@ -123,7 +123,7 @@ pub async fn a_lone_delayed_job_becomes_claimable<T: TestBackend>(t: &T) -> Test
             vec![first.id],
             "the due job runs"
         );
-        let acks: Vec<_> = Ack::for_job(&running[0], AckAction::Complete)
+        let acks: Vec<_> = Ack::for_job(&running[0], AckAction::complete())
             .into_iter()
             .collect();
         let req = ClaimRequest::new("paired", 5, due, due + secs(30), "test-worker");
@@ -287,7 +287,7 @@ pub async fn priorities_order_due_heads<T: TestBackend>(t: &T) -> TestResult {
                 break;
             };
             order.push(job.payload.decode::<String>().unwrap_or_default());
-            crate::harness::ack(&b, &job, wq_core::AckAction::Complete, t0).await?;
+            crate::harness::ack(&b, &job, wq_core::AckAction::complete(), t0).await?;
         }
         ensure_eq!(order, ["B", "U", "C", "A", "G1", "G2"], "claim order");
         let d = client.enqueue(Enqueue::new("defaults", &1)).await?.job;
