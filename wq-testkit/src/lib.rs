@@ -130,6 +130,11 @@ macro_rules! conformance_tests {
             group_gaps_space_a_groups_jobs,
             session_limits_hold_across_workers,
             rate_limited_sessions_wake_their_workers,
+            pipeline_types_and_sends_in_order,
+            disconnected_sessions_pause_and_resume,
+            lost_replies_are_looked_up_not_resent,
+            ban_signals_pause_only_their_session,
+            written_sends_wait_for_the_server,
         );
     };
 }

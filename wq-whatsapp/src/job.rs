@@ -24,10 +24,11 @@ mod sealed {
 /// # Ok::<(), wq::ValidationError>(())
 /// ```
 pub trait EnqueueMessage: sealed::Sealed {
-    /// A job sending `msg` through a [`TransportHandler`](crate::TransportHandler)
+    /// A job sending `msg` through a [`SendPipeline`](crate::SendPipeline)
     /// queue, checked (recipient, content limits) and kept in order per
-    /// contact: the group is [`OutboundMessage::contact_group`] and the
-    /// tenant is the instance. A message that fails its checks is refused,
+    /// contact: the group is [`OutboundMessage::contact_group`], the
+    /// session (whose limits and pause apply) and the tenant are the
+    /// instance. A message that fails its checks is refused,
     /// naming the field, when the job is enqueued.
     fn message(queue: impl Into<QueueName>, msg: &OutboundMessage) -> Self;
 }
@@ -40,6 +41,7 @@ impl EnqueueMessage for Enqueue {
         });
         Enqueue::checked(queue, checked)
             .group(msg.contact_group())
+            .session(msg.instance.as_str())
             .tenant(msg.instance.as_str())
     }
 }
@@ -73,6 +75,7 @@ mod tests {
             .unwrap();
         assert_eq!(job.group.unwrap().as_str(), "inst-1:5511999998888");
         assert_eq!(job.tenant.as_deref(), Some("inst-1"));
+        assert_eq!(job.session.unwrap().as_str(), "inst-1");
         assert_eq!(job.payload.decode::<OutboundMessage>().unwrap(), msg);
     }
 

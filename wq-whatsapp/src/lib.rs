@@ -3,17 +3,18 @@
 //! The WhatsApp layer of wq, on top of the generic `wq-core`: addresses
 //! ([`Jid`], phone numbers normalized to E.164), what a message says
 //! ([`Content`], checked against WhatsApp's limits), the [`OutboundMessage`]
-//! a job carries and the [`MessageId`] it is sent under, and the
-//! [`Transport`] trait a bridge (Baileys, whatsmeow, the Cloud API)
-//! implements, run by a [`TransportHandler`].
+//! a job carries and the [`MessageId`] it is sent under, the [`Transport`]
+//! trait a bridge (Baileys, whatsmeow, the Cloud API, an HTTP gateway)
+//! implements, and the [`SendPipeline`] that sends through it: typing as
+//! steps that hold no worker slot, one send at a time per session and in
+//! order per contact, sessions paused while their link is down and by a
+//! breaker on ban signals (see `docs/whatsapp.md`).
 //!
 //! Two extension traits connect it to the core's types:
 //! [`EnqueueMessage`] adds `Enqueue::message` (a checked message job,
-//! ordered per contact) and [`JobMessageId`] adds `JobContext::message_id`
-//! (the same id on every attempt, so a retry after a lost acknowledgement
-//! is not sent twice). A transport's [`TransportError`] converts into the
-//! core's `JobError`: rate limits and lost connections wait without
-//! spending an attempt.
+//! ordered per contact, limited per session) and [`JobMessageId`] adds
+//! `JobContext::message_id` (the same id on every attempt, so a retry after
+//! a lost acknowledgement is not sent twice).
 //!
 //! The `wq` facade re-exports all of this under its `whatsapp` feature.
 //!
@@ -23,26 +24,31 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use wq::{
-//!     Client, ConnectionState, Enqueue, EnqueueMessage, Jid, MemoryStore, MessageId, OutboundMessage,
-//!     QueueConfig, SendReceipt, Transport, TransportError, TransportHandler, Worker,
+//!     AckLevel, Capabilities, Client, Enqueue, EnqueueMessage, Jid, MemoryStore, MessageId,
+//!     OutboundMessage, Presence, QueueConfig, SendPipeline, SendReceipt, SessionState,
+//!     Transport, TransportError, Worker,
 //! };
 //!
 //! /// A bridge that prints instead of sending.
 //! struct Print;
 //!
 //! impl Transport for Print {
-//!     async fn send(&self, id: &MessageId, msg: &OutboundMessage) -> Result<SendReceipt, TransportError> {
-//!         println!("{id} to {}: {:?}", msg.to, msg.content);
-//!         Ok(SendReceipt { message_id: id.clone() })
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities { client_ids: true, accepted: AckLevel::Server }
 //!     }
 //!
-//!     async fn typing(&self, _instance: &str, _to: &Jid, d: Duration) -> Result<(), TransportError> {
-//!         tokio::time::sleep(d).await;
+//!     async fn send(&self, id: &MessageId, msg: &OutboundMessage) -> Result<SendReceipt, TransportError> {
+//!         println!("{id} to {}: {:?}", msg.to, msg.content);
+//!         Ok(SendReceipt::new(id.clone(), AckLevel::Server))
+//!     }
+//!
+//!     async fn presence(&self, _: &str, to: &Jid, p: Presence) -> Result<(), TransportError> {
+//!         println!("{p:?} to {to}");
 //!         Ok(())
 //!     }
 //!
-//!     fn connection_state(&self, _instance: &str) -> ConnectionState {
-//!         ConnectionState::Connected
+//!     fn session_state(&self, _instance: &str) -> SessionState {
+//!         SessionState::Connected
 //!     }
 //! }
 //!
@@ -52,21 +58,22 @@
 //! let client = Client::new(store.clone());
 //! client.declare_queue(QueueConfig::new("message")).await?;
 //!
-//! // Grouped per contact ("inst-1:5511999998888"), so these go out in order.
+//! // Grouped per contact ("inst-1:5511999998888"), so these go out in
+//! // order, each after a short "typing…".
 //! for text in ["Olá!", "Seu pedido saiu para entrega."] {
 //!     let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", text)?
 //!         .with_typing(Duration::from_millis(20));
 //!     client.enqueue(Enqueue::message("message", &msg)).await?;
 //! }
 //!
-//! let worker = Worker::new(store)
-//!     .handle("message", TransportHandler::new(Arc::new(Print)))
-//!     .start()
-//!     .await?;
+//! let pipeline = SendPipeline::new(Arc::new(Print), store.clone());
+//! let supervisor = tokio::spawn(pipeline.supervise());
+//! let worker = Worker::new(store).handle("message", pipeline).start().await?;
 //! # while client.counts("message").await?.completed < 2 {
 //! #     tokio::time::sleep(Duration::from_millis(5)).await;
 //! # }
 //! worker.shutdown(Duration::from_secs(5)).await;
+//! supervisor.abort();
 //! # Ok(())
 //! # }
 //! ```
@@ -78,6 +85,7 @@
 mod jid;
 mod job;
 mod message;
+mod pipeline;
 mod transport;
 
 pub use jid::Jid;
@@ -85,4 +93,10 @@ pub use job::{EnqueueMessage, JobMessageId};
 pub use message::{
     Button, Content, MAX_CAPTION_CHARS, MAX_TEXT_CHARS, MediaKind, MessageId, OutboundMessage,
 };
-pub use transport::{ConnectionState, SendReceipt, Transport, TransportError, TransportHandler};
+pub use pipeline::{
+    BAN_CODES, Breaker, PauseReason, PipelineConfig, PipelineEvent, SendPipeline, Typing,
+};
+pub use transport::{
+    AckLevel, BridgeEvent, Capabilities, MAYBE_SENT, Presence, RateScope, SendReceipt,
+    SessionState, Transport, TransportError,
+};

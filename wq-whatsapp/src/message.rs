@@ -169,7 +169,7 @@ impl Content {
 }
 
 /// A message to send: the payload of a job that a
-/// [`TransportHandler`](crate::TransportHandler) runs.
+/// [`SendPipeline`](crate::SendPipeline) runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboundMessage {
     /// The sending number or session ("instance").

@@ -6,38 +6,166 @@
 //! spending an attempt, or give up.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower::Service;
-use wq_core::{Handler, HandlerFuture, JobContext, JobError, WaitCause};
+use tokio::sync::broadcast;
+use wq_core::{JobError, WaitCause};
 
 use crate::jid::Jid;
-use crate::job::JobMessageId;
 use crate::message::{MessageId, OutboundMessage};
 
-/// What the bridge confirmed; [`TransportHandler`] stores it as the job's
+/// How far a message got, as the bridge or a receipt tells it. Levels only
+/// move forward: `Written < Server < Delivered < Read < Played`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckLevel {
+    /// Written to the bridge's socket; the server has not confirmed it.
+    Written,
+    /// Accepted by WhatsApp's server (one grey tick).
+    Server,
+    /// Delivered to the recipient's device (two grey ticks).
+    Delivered,
+    /// Read (two blue ticks).
+    Read,
+    /// A voice note or video played.
+    Played,
+}
+
+/// What the bridge confirmed; the send pipeline stores it as the job's
 /// output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendReceipt {
-    /// The id the message was sent under.
+    /// The id wq chose and sent the message under.
     pub message_id: MessageId,
+    /// The id the server or the bridge gave the message (the Cloud API's
+    /// `wamid`), when it is not `message_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// How far the message got when the send returned.
+    pub ack: AckLevel,
+}
+
+impl SendReceipt {
+    /// A receipt for a message sent under `id` that got as far as `ack`.
+    pub fn new(id: MessageId, ack: AckLevel) -> Self {
+        Self {
+            message_id: id,
+            server_id: None,
+            ack,
+        }
+    }
+
+    /// The same receipt with the id the server gave the message.
+    pub fn server_id(mut self, id: impl Into<String>) -> Self {
+        self.server_id = Some(id.into());
+        self
+    }
+}
+
+/// What a bridge can do, which decides how the pipeline sends through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The bridge sends under an id the client chooses (Baileys
+    /// `messageId`, whatsmeow `SendRequestExtra.ID`, wuzapi `Id`), so a
+    /// send repeated after a lost reply can be recognized by that id.
+    pub client_ids: bool,
+    /// What a successful `send` means: [`AckLevel::Written`] (Baileys
+    /// returns once the stanza is written; the pipeline then waits for the
+    /// server's acknowledgement) or [`AckLevel::Server`].
+    pub accepted: AckLevel,
+}
+
+/// A presence shown to a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// "typing…"
+    Composing,
+    /// "recording audio…"
+    Recording,
+    /// Stopped typing.
+    Paused,
 }
 
 /// A session's link to WhatsApp.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
+pub enum SessionState {
     /// Sending works.
     Connected,
     /// Coming up.
     Connecting,
-    /// Down; messages wait.
+    /// Down for now; it comes back by itself.
     Disconnected,
-    /// Logged out or banned: an operator must act.
+    /// Logged out from the phone: an operator must pair it again.
     LoggedOut,
+    /// Another client took the session over.
+    Replaced,
+    /// WhatsApp banned the number.
+    Banned,
+}
+
+impl SessionState {
+    /// Whether only an operator can bring the session back.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            SessionState::LoggedOut | SessionState::Replaced | SessionState::Banned
+        )
+    }
+}
+
+/// Who a rate limit applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    /// The whole sending number.
+    Session,
+    /// This contact only (the Cloud API's 131056).
+    Contact,
+    /// Messages to contacts the number never talked to.
+    NewChats,
+}
+
+/// Something the bridge saw, told to whoever listens
+/// ([`Transport::events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BridgeEvent {
+    /// A message reached `ack` (receipts may come late, twice, or out of
+    /// order; the level only moves forward).
+    Receipt {
+        /// The sending session.
+        instance: String,
+        /// The message: its [`MessageId`] or its server id.
+        id: String,
+        /// How far it got.
+        ack: AckLevel,
+    },
+    /// A message the server took but later refused to deliver.
+    Failed {
+        /// The sending session.
+        instance: String,
+        /// The message: its [`MessageId`] or its server id.
+        id: String,
+        /// The server's error code, if any.
+        code: Option<i64>,
+    },
+    /// A session's link changed.
+    Session {
+        /// The session.
+        instance: String,
+        /// Its state now.
+        state: SessionState,
+    },
+    /// WhatsApp signalled a ban or a temporary restriction.
+    Ban {
+        /// The session.
+        instance: String,
+        /// The code it came with (463, 101 to 106, 131048...).
+        code: i64,
+    },
 }
 
 /// A transport's failure, in the classes a bridge reports.
@@ -45,38 +173,71 @@ pub enum ConnectionState {
 /// Each becomes a [`JobError`] (`?` converts it in a handler), which tells
 /// the engine what happens next: `Retryable` spends an attempt and backs
 /// off, `RateLimited` and `Disconnected` become [`JobError::Wait`] and spend
-/// none, `Permanent` sends the job straight to dead.
+/// none, `Permanent` sends the job straight to dead. The send pipeline
+/// does more with them (pauses sessions, trips its breaker).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// A failure worth another attempt: after `after`, or after the queue's
-    /// backoff.
-    #[error("{reason}")]
+    /// backoff. `maybe_sent` says the message may have gone out (the reply
+    /// was lost after the request left): the next attempt looks it up
+    /// before sending again.
+    #[error("{}{reason}", if *maybe_sent { MAYBE_SENT } else { "" })]
     Retryable {
         /// What went wrong.
         reason: String,
         /// A wait chosen by the bridge instead of the queue's backoff.
         after: Option<Duration>,
+        /// Whether the message may have been sent.
+        maybe_sent: bool,
     },
-    /// WhatsApp or the bridge is throttling this session.
-    #[error("rate limited for {retry_after:?}")]
+    /// WhatsApp or the bridge is throttling.
+    #[error("rate limited ({scope:?}) for {retry_after:?}")]
     RateLimited {
         /// How long to wait.
         retry_after: Duration,
+        /// Who the limit applies to.
+        scope: RateScope,
     },
-    /// The session is not connected; the job waits the queue's
-    /// [`RetryPolicy::disconnected_delay`](wq_core::RetryPolicy::disconnected_delay).
+    /// The session is not connected.
     #[error("disconnected: {reason}")]
     Disconnected {
         /// What the bridge said.
         reason: String,
+        /// Only an operator can bring it back (logged out, replaced, banned).
+        permanent: bool,
     },
-    /// Will never succeed (number not on WhatsApp, media refused).
-    #[error("{reason}")]
+    /// Will never succeed (number not on WhatsApp, media refused), or a ban.
+    #[error("{reason}{}", code.map(|c| format!(" (code {c})")).unwrap_or_default())]
     Permanent {
         /// What went wrong.
         reason: String,
+        /// The server's error code, if any.
+        code: Option<i64>,
     },
+}
+
+/// How a retryable failure that may have sent the message starts its
+/// message, so that the next attempt knows to look the message up first.
+pub const MAYBE_SENT: &str = "maybe sent: ";
+
+impl TransportError {
+    /// A retryable failure with the queue's backoff, known not to have sent.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        TransportError::Retryable {
+            reason: reason.into(),
+            after: None,
+            maybe_sent: false,
+        }
+    }
+
+    /// A permanent failure without a code.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        TransportError::Permanent {
+            reason: reason.into(),
+            code: None,
+        }
+    }
 }
 
 impl From<TransportError> for JobError {
@@ -84,7 +245,7 @@ impl From<TransportError> for JobError {
         let reason = e.to_string();
         match e {
             TransportError::Retryable { after, .. } => JobError::Retryable { reason, after },
-            TransportError::RateLimited { retry_after } => {
+            TransportError::RateLimited { retry_after, .. } => {
                 JobError::wait_because(WaitCause::RateLimited, reason, Some(retry_after))
             }
             TransportError::Disconnected { .. } => {
@@ -95,179 +256,52 @@ impl From<TransportError> for JobError {
     }
 }
 
-/// The edge to WhatsApp: a bridge (Baileys, whatsmeow, the Cloud API) behind
-/// one small trait.
+/// The edge to WhatsApp: a bridge (Baileys, whatsmeow, the Cloud API, an
+/// HTTP gateway) behind one small trait, run by a
+/// [`SendPipeline`](crate::SendPipeline).
 ///
-/// A bridge maps its client's failures onto [`TransportError`]'s classes
-/// and remembers the ids it sent, so a resend after a lost acknowledgement
-/// is answered without sending twice. A small one, recording what it sends:
-///
-/// ```
-/// use std::collections::HashSet;
-/// use std::sync::{Arc, Mutex};
-/// use std::time::Duration;
-/// use wq::{
-///     Client, ConnectionState, Enqueue, EnqueueMessage, Jid, MemoryStore, MessageId,
-///     OutboundMessage, QueueConfig, SendReceipt, Transport, TransportError, TransportHandler,
-///     Worker,
-/// };
-///
-/// #[derive(Default)]
-/// struct Recorder {
-///     sent: Mutex<Vec<(MessageId, Jid)>>,
-///     seen: Mutex<HashSet<MessageId>>,
-/// }
-///
-/// impl Transport for Recorder {
-///     async fn send(&self, id: &MessageId, msg: &OutboundMessage) -> Result<SendReceipt, TransportError> {
-///         if self.seen.lock().unwrap().insert(id.clone()) {
-///             // A real bridge calls its client here, under `id`.
-///             self.sent.lock().unwrap().push((id.clone(), msg.to.clone()));
-///         }
-///         Ok(SendReceipt { message_id: id.clone() })
-///     }
-///
-///     async fn typing(&self, _instance: &str, _to: &Jid, d: Duration) -> Result<(), TransportError> {
-///         tokio::time::sleep(d).await;
-///         Ok(())
-///     }
-///
-///     fn connection_state(&self, _instance: &str) -> ConnectionState {
-///         ConnectionState::Connected
-///     }
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = MemoryStore::new();
-/// let client = Client::new(store.clone());
-/// client.declare_queue(QueueConfig::new("message")).await?;
-/// let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!")?;
-/// let job = client.enqueue(Enqueue::message("message", &msg)).await?;
-///
-/// let bridge = Arc::new(Recorder::default());
-/// let worker = Worker::new(store)
-///     .handle("message", TransportHandler::new(bridge.clone()))
-///     .start()
-///     .await?;
-/// # while client.counts("message").await?.completed < 1 {
-/// #     tokio::time::sleep(Duration::from_millis(5)).await;
-/// # }
-/// worker.shutdown(Duration::from_secs(5)).await;
-/// let sent = bridge.sent.lock().unwrap().clone();
-/// assert_eq!(sent, [(MessageId::for_job(job.job.id), msg.to)]);
-/// # Ok(())
-/// # }
-/// ```
+/// A bridge maps its client's failures onto [`TransportError`]'s classes,
+/// says what it can do ([`Capabilities`]) and, where it can, remembers the
+/// ids it sent so that [`Transport::lookup`] finds a message whose reply
+/// was lost. See `docs/whatsapp.md` for a whole one.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `msg` under the pre-assigned `id`. A bridge that already sent a
-    /// message with this id should answer with success and not send again.
+    /// What the bridge can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Sends `msg` under the pre-assigned `id` (where the bridge takes
+    /// client ids; others ignore it and return the server's id).
     fn send(
         &self,
         id: &MessageId,
         msg: &OutboundMessage,
     ) -> impl Future<Output = Result<SendReceipt, TransportError>> + Send;
 
-    /// Shows "typing…" to `to` for `duration` (returns when it is done).
-    fn typing(
+    /// Shows `presence` to `to` from `instance`.
+    fn presence(
         &self,
         instance: &str,
         to: &Jid,
-        duration: Duration,
+        presence: Presence,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// The session's link state as last known.
-    fn connection_state(&self, instance: &str) -> ConnectionState;
-}
+    fn session_state(&self, instance: &str) -> SessionState;
 
-/// A [`Handler`] that sends each job's [`OutboundMessage`] through a
-/// transport, under the job's [`MessageId`].
-///
-/// A session that is not connected makes the job wait without spending an
-/// attempt; typing is shown first when the message asks for it.
-///
-/// Cheap to clone whatever the transport is (clones share it), and a tower
-/// `Service` too, so the layers that wrap any handler wrap it:
-///
-/// ```
-/// # use std::sync::Arc;
-/// # use std::time::Duration;
-/// # use wq::{ConnectionState, Jid, MessageId, OutboundMessage, SendReceipt, Transport, TransportError};
-/// # struct Bridge;
-/// # impl Transport for Bridge {
-/// #     async fn send(&self, id: &MessageId, _: &OutboundMessage) -> Result<SendReceipt, TransportError> {
-/// #         Ok(SendReceipt { message_id: id.clone() })
-/// #     }
-/// #     async fn typing(&self, _: &str, _: &Jid, _: Duration) -> Result<(), TransportError> { Ok(()) }
-/// #     fn connection_state(&self, _: &str) -> ConnectionState { ConnectionState::Connected }
-/// # }
-/// use tower::ServiceBuilder;
-/// use wq::{JobError, MemoryStore, TransportHandler, Worker};
-///
-/// let sender = ServiceBuilder::new()
-///     .map_err(JobError::from) // a timeout retries with the queue's backoff
-///     .timeout(Duration::from_secs(20))
-///     .service(TransportHandler::new(Arc::new(Bridge)));
-/// let worker = Worker::new(MemoryStore::new()).service("message", sender);
-/// # let _ = worker;
-/// ```
-#[derive(Debug)]
-pub struct TransportHandler<T> {
-    transport: Arc<T>,
-}
-
-impl<T> Clone for TransportHandler<T> {
-    fn clone(&self) -> Self {
-        Self {
-            transport: self.transport.clone(),
-        }
-    }
-}
-
-impl<T: Transport> TransportHandler<T> {
-    /// Sends through `transport`.
-    pub fn new(transport: Arc<T>) -> Self {
-        Self { transport }
-    }
-}
-
-impl<T: Transport> Service<JobContext> for TransportHandler<T> {
-    type Response = ();
-    type Error = JobError;
-    type Future = HandlerFuture;
-
-    /// Always ready: the session's connection is checked per message, so a
-    /// disconnected session defers its own jobs, not the whole queue.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        Poll::Ready(Ok(()))
+    /// What the bridge knows of a message sent under `id`: `None` when it
+    /// never sent one, or cannot tell (the default).
+    fn lookup(
+        &self,
+        id: &MessageId,
+    ) -> impl Future<Output = Result<Option<SendReceipt>, TransportError>> + Send {
+        let _ = id;
+        async { Ok(None) }
     }
 
-    fn call(&mut self, ctx: JobContext) -> HandlerFuture {
-        let this = self.clone();
-        Box::pin(async move { this.handle(ctx).await })
-    }
-}
-
-impl<T: Transport> Handler for TransportHandler<T> {
-    async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
-        let msg: OutboundMessage = ctx.payload()?;
-        match self.transport.connection_state(&msg.instance) {
-            ConnectionState::Connected => {}
-            other => {
-                return Err(TransportError::Disconnected {
-                    reason: format!("session `{}` is {other:?}", msg.instance),
-                }
-                .into());
-            }
-        }
-        if let Some(ms) = msg.typing_ms.filter(|ms| *ms > 0) {
-            self.transport
-                .typing(&msg.instance, &msg.to, Duration::from_millis(ms))
-                .await?;
-        }
-        let receipt = self.transport.send(&ctx.message_id(), &msg).await?;
-        ctx.set_output(&receipt)?;
-        Ok(())
+    /// A stream of what the bridge sees (receipts, session changes, ban
+    /// signals), or `None` when it tells nothing; each call subscribes
+    /// anew.
+    fn events(&self) -> Option<broadcast::Receiver<BridgeEvent>> {
+        None
     }
 }
 
@@ -283,22 +317,33 @@ mod tests {
                 TransportError::Retryable {
                     reason: "bridge timeout".into(),
                     after: Some(secs(30)),
+                    maybe_sent: false,
                 },
                 JobError::retry_after("bridge timeout", secs(30)),
             ),
             (
+                TransportError::Retryable {
+                    reason: "reply lost".into(),
+                    after: None,
+                    maybe_sent: true,
+                },
+                JobError::retry("maybe sent: reply lost"),
+            ),
+            (
                 TransportError::RateLimited {
                     retry_after: secs(60),
+                    scope: RateScope::Contact,
                 },
                 JobError::wait_because(
                     WaitCause::RateLimited,
-                    "rate limited for 60s",
+                    "rate limited (Contact) for 60s",
                     Some(secs(60)),
                 ),
             ),
             (
                 TransportError::Disconnected {
                     reason: "socket closed".into(),
+                    permanent: false,
                 },
                 JobError::wait_because(
                     WaitCause::Disconnected,
@@ -309,8 +354,9 @@ mod tests {
             (
                 TransportError::Permanent {
                     reason: "not on WhatsApp".into(),
+                    code: Some(131026),
                 },
-                JobError::permanent("not on WhatsApp"),
+                JobError::permanent("not on WhatsApp (code 131026)"),
             ),
         ];
         for (transport, job) in cases {

@@ -13,6 +13,7 @@ mod retry;
 mod sessions;
 mod steps;
 mod timing;
+mod whatsapp;
 mod worker;
 
 pub use enqueue::*;
@@ -26,4 +27,5 @@ pub use retry::*;
 pub use sessions::*;
 pub use steps::*;
 pub use timing::*;
+pub use whatsapp::*;
 pub use worker::*;

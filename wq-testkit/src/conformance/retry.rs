@@ -12,8 +12,8 @@ use wq_core::{
     Timestamp, Worker,
 };
 use wq_whatsapp::{
-    ConnectionState, EnqueueMessage as _, Jid, MessageId, OutboundMessage, SendReceipt, Transport,
-    TransportError, TransportHandler,
+    AckLevel, Capabilities, EnqueueMessage as _, Jid, MessageId, OutboundMessage, Presence,
+    RateScope, SendPipeline, SendReceipt, SessionState, Transport, TransportError,
 };
 
 use super::ledger::start_worker;
@@ -449,15 +449,19 @@ pub async fn transport_errors_are_classified<T: TestBackend>(t: &T) -> TestResul
                 "retryable" => TransportError::Retryable {
                     reason: "bridge timeout".into(),
                     after: Some(secs(30)),
+                    maybe_sent: false,
                 },
                 "rate_limited" => TransportError::RateLimited {
                     retry_after: secs(60),
+                    scope: RateScope::Contact,
                 },
                 "disconnected" => TransportError::Disconnected {
                     reason: "socket closed".into(),
+                    permanent: false,
                 },
                 _ => TransportError::Permanent {
                     reason: "number not on WhatsApp".into(),
+                    code: Some(131_026),
                 },
             }))
         };
@@ -465,7 +469,7 @@ pub async fn transport_errors_are_classified<T: TestBackend>(t: &T) -> TestResul
         let worker = Worker::new(b.clone())
             .clock(clock.clone())
             .handle("edge", handler)
-            .handle("wa", TransportHandler::new(bridge.clone()))
+            .handle("wa", SendPipeline::new(bridge.clone(), b.clone()))
             .start()
             .await?;
         let settled = wait_until("every attempt to end", PATIENCE, || async {
@@ -518,22 +522,27 @@ struct DownBridge {
 }
 
 impl Transport for DownBridge {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            client_ids: true,
+            accepted: AckLevel::Server,
+        }
+    }
+
     async fn send(
         &self,
         id: &MessageId,
         _msg: &OutboundMessage,
     ) -> Result<SendReceipt, TransportError> {
         self.sent.fetch_add(1, Ordering::SeqCst);
-        Ok(SendReceipt {
-            message_id: id.clone(),
-        })
+        Ok(SendReceipt::new(id.clone(), AckLevel::Server))
     }
 
-    async fn typing(&self, _instance: &str, _to: &Jid, _d: Duration) -> Result<(), TransportError> {
+    async fn presence(&self, _: &str, _: &Jid, _: Presence) -> Result<(), TransportError> {
         Ok(())
     }
 
-    fn connection_state(&self, _instance: &str) -> ConnectionState {
-        ConnectionState::Disconnected
+    fn session_state(&self, _instance: &str) -> SessionState {
+        SessionState::Disconnected
     }
 }

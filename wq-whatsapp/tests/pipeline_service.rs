@@ -1,4 +1,4 @@
-//! `TransportHandler` as a shared, cloneable tower service, on the memory
+//! `SendPipeline` as a shared, cloneable tower service, on the memory
 //! backend.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tower::ServiceBuilder;
 use wq::{
-    AttemptOutcome, Client, ConnectionState, Enqueue, EnqueueMessage, Jid, JobError, JobState,
-    MemoryStore, MessageId, OutboundMessage, QueueConfig, RetryPolicy, SendReceipt, Transport,
-    TransportError, TransportHandler, Worker,
+    AckLevel, AttemptOutcome, Capabilities, Client, Enqueue, EnqueueMessage, Jid, JobError,
+    JobState, MemoryStore, MessageId, OutboundMessage, Presence, QueueConfig, RetryPolicy,
+    SendPipeline, SendReceipt, SessionState, Transport, TransportError, Worker,
 };
 
 /// A bridge that is not `Clone`, whose first send hangs (a stuck socket)
@@ -21,6 +21,13 @@ struct StuckOnce {
 }
 
 impl Transport for StuckOnce {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            client_ids: true,
+            accepted: AckLevel::Server,
+        }
+    }
+
     async fn send(
         &self,
         id: &MessageId,
@@ -30,36 +37,34 @@ impl Transport for StuckOnce {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
         self.sent.lock().expect("lock").push(id.clone());
-        Ok(SendReceipt {
-            message_id: id.clone(),
-        })
+        Ok(SendReceipt::new(id.clone(), AckLevel::Server))
     }
 
-    async fn typing(&self, _: &str, _: &Jid, _: Duration) -> Result<(), TransportError> {
+    async fn presence(&self, _: &str, _: &Jid, _: Presence) -> Result<(), TransportError> {
         Ok(())
     }
 
-    fn connection_state(&self, _: &str) -> ConnectionState {
-        ConnectionState::Connected
+    fn session_state(&self, _: &str) -> SessionState {
+        SessionState::Connected
     }
 }
 
 #[test]
-fn transport_handler_clones_without_a_clone_transport() {
+fn pipelines_clone_without_a_clone_transport() {
     let bridge = Arc::new(StuckOnce::default());
-    let handler = TransportHandler::new(bridge.clone());
+    let handler = SendPipeline::new(bridge.clone(), MemoryStore::new());
     let copy = handler.clone();
     assert_eq!(
         Arc::strong_count(&bridge),
         3,
-        "both handlers share the one bridge"
+        "both pipelines share the one bridge"
     );
     drop((handler, copy));
     assert_eq!(Arc::strong_count(&bridge), 1);
 }
 
 #[tokio::test]
-async fn transport_handler_runs_under_a_tower_timeout() {
+async fn the_pipeline_runs_under_a_tower_timeout() {
     let store = MemoryStore::new();
     let client = Client::new(store.clone());
     client
@@ -71,7 +76,9 @@ async fn transport_handler_runs_under_a_tower_timeout() {
         }))
         .await
         .expect("declare");
-    let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!").expect("valid");
+    let msg = OutboundMessage::text("inst-1", "+55 11 99999-8888", "Olá!")
+        .expect("valid")
+        .with_typing(Duration::ZERO);
     let id = client
         .enqueue(Enqueue::message("message", &msg))
         .await
@@ -83,7 +90,7 @@ async fn transport_handler_runs_under_a_tower_timeout() {
     let sender = ServiceBuilder::new()
         .map_err(JobError::from)
         .timeout(Duration::from_millis(250))
-        .service(TransportHandler::new(bridge.clone()));
+        .service(SendPipeline::new(bridge.clone(), store.clone()));
     let worker = Worker::new(store)
         .service("message", sender)
         .start()

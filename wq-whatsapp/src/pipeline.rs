@@ -1,0 +1,723 @@
+//! The send pipeline: what happens to a message job between "the app
+//! enqueued it" and "WhatsApp's server accepted it" (see `docs/whatsapp.md`).
+//!
+//! Each run of a job is one step: show typing for a piece of its time and
+//! free the worker slot until the next piece ([`JobError::Continue`]),
+//! send under the job's fixed [`MessageId`], or wait for the server's
+//! acknowledgement of a send the bridge only wrote. A session whose link
+//! is down is paused in the store, so its messages wait without running,
+//! and resumed when the link is back; a ban signal or too many rejected
+//! sends trip a breaker that pauses the session until an operator resumes
+//! it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::RngExt;
+use tokio::sync::broadcast;
+use tower::Service;
+use wq_core::{
+    Handler, HandlerFuture, JobContext, JobError, QueueName, SessionKey, Sessions, WaitCause,
+};
+
+use crate::job::JobMessageId;
+use crate::message::{Content, MessageId, OutboundMessage};
+use crate::transport::{
+    AckLevel, BridgeEvent, MAYBE_SENT, Presence, RateScope, SendReceipt, SessionState, Transport,
+    TransportError,
+};
+
+/// Error codes that mean WhatsApp is restricting or banning the number:
+/// 463 (reachout timelock), 101 to 106 (temporary bans), 131048 (the Cloud
+/// API's spam rate limit).
+pub const BAN_CODES: [i64; 8] = [463, 101, 102, 103, 104, 105, 106, 131_048];
+
+/// Step names: `typing:<ms left>` while typing, `ack:<polls left>` while
+/// waiting for the server to acknowledge a written send.
+const TYPING: &str = "typing:";
+const AWAIT_ACK: &str = "ack:";
+/// Receipts remembered for lookups after a lost reply.
+const RECEIPTS_KEPT: usize = 100_000;
+
+/// Typing shown before a message whose `typing_ms` does not say.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Typing {
+    /// None.
+    Off,
+    /// Sized to the message: `per_char` for each character of its text (or
+    /// caption), within `min` and `max`, varied by up to `jitter` (a share,
+    /// 0.2 = ±20%) so that no two messages type alike.
+    Auto {
+        /// Time per character.
+        per_char: Duration,
+        /// Shortest typing.
+        min: Duration,
+        /// Longest typing.
+        max: Duration,
+        /// Share by which the time varies.
+        jitter: f64,
+    },
+}
+
+/// When the breaker pauses a session for its rejected sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Breaker {
+    /// Sends looked at: the session's latest ones.
+    pub window: usize,
+    /// Fewest sends in the window before it judges.
+    pub min_sends: usize,
+    /// Share of rejected sends above which it trips.
+    pub max_rejected: f64,
+}
+
+/// How the pipeline sends; [`PipelineConfig::default`] suits an unofficial
+/// number.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PipelineConfig {
+    /// Typing before messages that do not set their own.
+    pub typing: Typing,
+    /// Longest piece of typing in one step: WhatsApp stops showing
+    /// "typing…" after about 25 s without a new presence.
+    pub typing_piece: Duration,
+    /// How long a send the bridge only wrote ([`AckLevel::Written`]) waits
+    /// for the server's acknowledgement before it counts as maybe sent.
+    pub ack_wait: Duration,
+    /// How often that wait looks.
+    pub ack_poll: Duration,
+    /// The breaker.
+    pub breaker: Breaker,
+    /// How often a session paused for a lost link or a rate limit is
+    /// looked at again.
+    pub resume_poll: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            typing: Typing::Auto {
+                per_char: Duration::from_millis(50),
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(8),
+                jitter: 0.2,
+            },
+            typing_piece: Duration::from_secs(20),
+            ack_wait: Duration::from_secs(30),
+            ack_poll: Duration::from_millis(500),
+            breaker: Breaker {
+                window: 50,
+                min_sends: 20,
+                max_rejected: 0.2,
+            },
+            resume_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The same configuration with `typing`.
+    pub fn typing(mut self, typing: Typing) -> Self {
+        self.typing = typing;
+        self
+    }
+
+    /// The same configuration waiting up to `wait` for server
+    /// acknowledgements, looking every `poll`.
+    pub fn ack_wait(mut self, wait: Duration, poll: Duration) -> Self {
+        self.ack_wait = wait;
+        self.ack_poll = poll;
+        self
+    }
+
+    /// The same configuration with `breaker`.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The same configuration looking at paused sessions every `poll`.
+    pub fn resume_poll(mut self, poll: Duration) -> Self {
+        self.resume_poll = poll;
+        self
+    }
+}
+
+/// Why the pipeline paused a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PauseReason {
+    /// Its link is down; it resumes when the link is back.
+    Disconnected,
+    /// WhatsApp throttles the whole number; it resumes after the wait.
+    RateLimited,
+    /// Logged out, replaced or banned: an operator must act.
+    Stopped(SessionState),
+    /// A ban signal with this code: an operator must act.
+    BanSignal(i64),
+    /// Too many of its latest sends were rejected: an operator must act.
+    Rejections {
+        /// Rejected sends in the window.
+        rejected: usize,
+        /// Sends in the window.
+        of: usize,
+    },
+}
+
+impl PauseReason {
+    /// Whether the pipeline resumes the session by itself.
+    pub const fn resumes(&self) -> bool {
+        matches!(self, PauseReason::Disconnected | PauseReason::RateLimited)
+    }
+}
+
+/// What the pipeline did to a session, for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PipelineEvent {
+    /// It paused the session's jobs.
+    SessionPaused {
+        /// The queue.
+        queue: QueueName,
+        /// The session (the message's instance).
+        instance: String,
+        /// Why.
+        reason: PauseReason,
+    },
+    /// It resumed them.
+    SessionResumed {
+        /// The queue.
+        queue: QueueName,
+        /// The session.
+        instance: String,
+    },
+}
+
+/// A session the pipeline paused, until when (for a rate limit).
+#[derive(Clone, Debug)]
+struct Paused {
+    reason: PauseReason,
+    until: Option<Instant>,
+}
+
+/// The sessions' latest send outcomes, `true` for rejected.
+#[derive(Debug, Default)]
+struct Outcomes(HashMap<String, VecDeque<bool>>);
+
+/// Receipts seen, by message or server id, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Receipts {
+    levels: HashMap<String, AckLevel>,
+    order: VecDeque<String>,
+}
+
+impl Receipts {
+    /// Raises `id` to `ack`; a level never moves back.
+    fn raise(&mut self, id: String, ack: AckLevel) {
+        if let Some(level) = self.levels.get_mut(&id) {
+            *level = (*level).max(ack);
+            return;
+        }
+        if self.order.len() >= RECEIPTS_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.levels.remove(&old);
+        }
+        self.order.push_back(id.clone());
+        self.levels.insert(id, ack);
+    }
+
+    fn level(&self, id: &str) -> Option<AckLevel> {
+        self.levels.get(id).copied()
+    }
+}
+
+struct Inner<T, S> {
+    transport: Arc<T>,
+    sessions: S,
+    config: PipelineConfig,
+    receipts: Mutex<Receipts>,
+    outcomes: Mutex<Outcomes>,
+    paused: Mutex<HashMap<(QueueName, String), Paused>>,
+    /// The (queue, session) pairs it has sent for: where a session's state
+    /// change applies.
+    known: Mutex<HashSet<(QueueName, String)>>,
+    events: broadcast::Sender<PipelineEvent>,
+}
+
+/// The WhatsApp send pipeline: a [`Handler`] (and tower `Service`) for
+/// queues of [`OutboundMessage`] jobs, over a [`Transport`] and the
+/// store's [`Sessions`].
+///
+/// Enqueue messages with [`EnqueueMessage::message`](crate::EnqueueMessage):
+/// each contact's messages form a group (one at a time, in order) and each
+/// instance is a session (its limits apply across every worker). Run
+/// [`SendPipeline::supervise`] beside the worker: it resumes paused
+/// sessions and feeds the bridge's receipts and signals to the pipeline.
+pub struct SendPipeline<T, S> {
+    inner: Arc<Inner<T, S>>,
+}
+
+impl<T, S> Clone for SendPipeline<T, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Transport, S: Sessions> SendPipeline<T, S> {
+    /// A pipeline sending through `transport`, pausing sessions in
+    /// `sessions` (the worker's backend), with the default configuration.
+    pub fn new(transport: Arc<T>, sessions: S) -> Self {
+        Self::with_config(transport, sessions, PipelineConfig::default())
+    }
+
+    /// A pipeline with `config`.
+    pub fn with_config(transport: Arc<T>, sessions: S, config: PipelineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                transport,
+                sessions,
+                config,
+                receipts: Mutex::default(),
+                outcomes: Mutex::default(),
+                paused: Mutex::default(),
+                known: Mutex::default(),
+                events: broadcast::channel(256).0,
+            }),
+        }
+    }
+
+    /// What the pipeline does to sessions, as it does it.
+    pub fn subscribe(&self) -> broadcast::Receiver<PipelineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Listens to the bridge and looks at paused sessions every
+    /// [`PipelineConfig::resume_poll`], until dropped: spawn it beside the
+    /// worker.
+    pub fn supervise(&self) -> impl Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let mut bridge = this.inner.transport.events();
+            let mut tick = tokio::time::interval(this.inner.config.resume_poll);
+            loop {
+                tokio::select! {
+                    event = next_event(&mut bridge) => match event {
+                        Some(event) => this.on_bridge_event(event).await,
+                        None => bridge = None,
+                    },
+                    _ = tick.tick() => this.resume_due().await,
+                }
+            }
+        }
+    }
+
+    /// Runs one step of a message job.
+    async fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let msg: OutboundMessage = ctx.payload()?;
+        let queue = ctx.job().queue.clone();
+        let instance = msg.instance.clone();
+        self.inner
+            .known
+            .lock()
+            .insert((queue.clone(), instance.clone()));
+        let state = self.inner.transport.session_state(&instance);
+        if state != SessionState::Connected {
+            return Err(self.session_down(&queue, &instance, state).await);
+        }
+        let id = ctx.message_id();
+        if let Some(polls) = ctx.step().and_then(|s| s.strip_prefix(AWAIT_ACK)) {
+            return self.await_ack(ctx, &id, polls.parse().unwrap_or(0)).await;
+        }
+        if maybe_sent_before(ctx)
+            && let Some(receipt) = self.already_sent(&id).await?
+        {
+            ctx.set_output(&receipt)?;
+            return Ok(());
+        }
+        let typing_left = match ctx.step().and_then(|s| s.strip_prefix(TYPING)) {
+            Some(ms) => Duration::from_millis(ms.parse().unwrap_or(0)),
+            None => self.typing_for(&msg),
+        };
+        if !typing_left.is_zero() {
+            return self.type_piece(&msg, typing_left).await;
+        }
+        self.send(ctx, &queue, &msg, &id).await
+    }
+
+    /// Shows typing for the next piece of `left` and continues after it.
+    async fn type_piece(&self, msg: &OutboundMessage, left: Duration) -> Result<(), JobError> {
+        let presence = match &msg.content {
+            Content::Media {
+                kind: crate::message::MediaKind::Audio,
+                ..
+            } => Presence::Recording,
+            _ => Presence::Composing,
+        };
+        self.inner
+            .transport
+            .presence(&msg.instance, &msg.to, presence)
+            .await?;
+        let piece = left.min(self.inner.config.typing_piece);
+        let rest = left.saturating_sub(piece);
+        Err(JobError::continue_at(
+            format!("{TYPING}{}", rest.as_millis()),
+            piece,
+        ))
+    }
+
+    /// Sends, records the outcome for the breaker, stops the typing, and
+    /// completes or waits for the server's acknowledgement.
+    async fn send(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        msg: &OutboundMessage,
+        id: &MessageId,
+    ) -> Result<(), JobError> {
+        let sent = self.inner.transport.send(id, msg).await;
+        let receipt = match sent {
+            Ok(receipt) => receipt,
+            Err(e) => return Err(self.failed(queue, &msg.instance, e).await),
+        };
+        self.record(queue, &msg.instance, false).await;
+        if ctx.step().is_some_and(|s| s.starts_with(TYPING)) {
+            // Typing was shown: stop it. A lost presence costs nothing.
+            let _ = self
+                .inner
+                .transport
+                .presence(&msg.instance, &msg.to, Presence::Paused)
+                .await;
+        }
+        self.raise(&receipt);
+        if receipt.ack >= AckLevel::Server {
+            ctx.set_output(&receipt)?;
+            return Ok(());
+        }
+        let polls = self.ack_polls();
+        Err(JobError::continue_at(
+            format!("{AWAIT_ACK}{polls}"),
+            self.inner.config.ack_poll,
+        ))
+    }
+
+    /// One look for the server's acknowledgement of a written send.
+    async fn await_ack(&self, ctx: &JobContext, id: &MessageId, polls: u64) -> Result<(), JobError> {
+        if let Some(receipt) = self.already_sent(id).await? {
+            ctx.set_output(&receipt)?;
+            return Ok(());
+        }
+        if polls == 0 {
+            return Err(TransportError::Retryable {
+                reason: "the server never acknowledged the send".into(),
+                after: None,
+                maybe_sent: true,
+            }
+            .into());
+        }
+        Err(JobError::continue_at(
+            format!("{AWAIT_ACK}{}", polls - 1),
+            self.inner.config.ack_poll,
+        ))
+    }
+
+    /// The receipt of a message the server accepted under `id`, from the
+    /// receipts seen or the bridge's lookup; `None` if neither knows one.
+    async fn already_sent(&self, id: &MessageId) -> Result<Option<SendReceipt>, JobError> {
+        if let Some(ack) = self.inner.receipts.lock().level(id.as_str())
+            && ack >= AckLevel::Server
+        {
+            return Ok(Some(SendReceipt::new(id.clone(), ack)));
+        }
+        let found = self.inner.transport.lookup(id).await?;
+        Ok(found.filter(|r| r.ack >= AckLevel::Server))
+    }
+
+    fn ack_polls(&self) -> u64 {
+        let c = &self.inner.config;
+        let polls = c.ack_wait.as_millis() / c.ack_poll.as_millis().max(1);
+        u64::try_from(polls).unwrap_or(u64::MAX)
+    }
+
+    fn raise(&self, receipt: &SendReceipt) {
+        let mut receipts = self.inner.receipts.lock();
+        receipts.raise(receipt.message_id.as_str().to_owned(), receipt.ack);
+        if let Some(server_id) = &receipt.server_id {
+            receipts.raise(server_id.clone(), receipt.ack);
+        }
+    }
+
+    /// How long to type before `msg`, drawn once per message.
+    fn typing_for(&self, msg: &OutboundMessage) -> Duration {
+        if let Some(ms) = msg.typing_ms {
+            return Duration::from_millis(ms);
+        }
+        let Typing::Auto {
+            per_char,
+            min,
+            max,
+            jitter,
+        } = &self.inner.config.typing
+        else {
+            return Duration::ZERO;
+        };
+        let chars = u32::try_from(text_len(&msg.content)).unwrap_or(u32::MAX);
+        let base = per_char.saturating_mul(chars).clamp(*min, *max);
+        let share = jitter.clamp(0.0, 1.0);
+        let factor = if share > 0.0 {
+            rand::rng().random_range(1.0 - share..=1.0 + share)
+        } else {
+            1.0
+        };
+        base.mul_f64(factor)
+    }
+
+    /// What a failed send does to its session, and the job's error.
+    async fn failed(&self, queue: &QueueName, instance: &str, e: TransportError) -> JobError {
+        match &e {
+            TransportError::Disconnected { permanent, .. } => {
+                let state = if *permanent {
+                    SessionState::LoggedOut
+                } else {
+                    SessionState::Disconnected
+                };
+                return self.session_down(queue, instance, state).await;
+            }
+            TransportError::RateLimited {
+                retry_after,
+                scope: RateScope::Session,
+            } => {
+                let until = Instant::now() + *retry_after;
+                self.pause(queue, instance, PauseReason::RateLimited, Some(until))
+                    .await;
+            }
+            TransportError::Permanent {
+                code: Some(code), ..
+            } if BAN_CODES.contains(code) => {
+                self.pause(queue, instance, PauseReason::BanSignal(*code), None)
+                    .await;
+                // Not the message's fault: it waits for the session.
+                return JobError::wait_because(WaitCause::Paused, e.to_string(), None);
+            }
+            TransportError::Permanent { .. } => self.record(queue, instance, true).await,
+            _ => {}
+        }
+        e.into()
+    }
+
+    /// Pauses a session whose link is not up, and the job's error: a wait
+    /// that spends no attempt.
+    async fn session_down(&self, queue: &QueueName, instance: &str, state: SessionState) -> JobError {
+        let reason = if state.is_final() {
+            PauseReason::Stopped(state)
+        } else {
+            PauseReason::Disconnected
+        };
+        self.pause(queue, instance, reason, None).await;
+        JobError::wait_because(
+            WaitCause::Disconnected,
+            format!("session `{instance}` is {state:?}"),
+            None,
+        )
+    }
+
+    /// Records a send's outcome and trips the breaker when too many of the
+    /// session's latest sends were rejected.
+    async fn record(&self, queue: &QueueName, instance: &str, rejected: bool) {
+        let b = &self.inner.config.breaker;
+        let tripped = {
+            let mut outcomes = self.inner.outcomes.lock();
+            let window = outcomes.0.entry(instance.to_owned()).or_default();
+            window.push_back(rejected);
+            while window.len() > b.window {
+                window.pop_front();
+            }
+            let bad = window.iter().filter(|r| **r).count();
+            let trip = window.len() >= b.min_sends && bad as f64 > b.max_rejected * window.len() as f64;
+            let seen = window.len();
+            if trip {
+                window.clear();
+            }
+            trip.then_some((bad, seen))
+        };
+        if let Some((rejected, of)) = tripped {
+            let reason = PauseReason::Rejections { rejected, of };
+            self.pause(queue, instance, reason, None).await;
+        }
+    }
+
+    /// Pauses the session in the store and tells it; a session already
+    /// paused for a reason it does not resume from keeps that reason.
+    async fn pause(&self, queue: &QueueName, instance: &str, reason: PauseReason, until: Option<Instant>) {
+        let key = (queue.clone(), instance.to_owned());
+        {
+            let mut paused = self.inner.paused.lock();
+            if let Some(p) = paused.get(&key)
+                && (!p.reason.resumes() || p.reason == reason)
+            {
+                return;
+            }
+            paused.insert(key, Paused { reason: reason.clone(), until });
+        }
+        let session = SessionKey::new(instance);
+        if let Err(e) = self.inner.sessions.set_session_paused(queue, &session, true).await {
+            tracing::warn!(%queue, instance, error = %e, "could not pause the session");
+            self.inner.paused.lock().remove(&(queue.clone(), instance.to_owned()));
+            return;
+        }
+        tracing::warn!(%queue, instance, ?reason, "session paused");
+        let _ = self.inner.events.send(PipelineEvent::SessionPaused {
+            queue: queue.clone(),
+            instance: instance.to_owned(),
+            reason,
+        });
+    }
+
+    /// Resumes a session the pipeline paused.
+    async fn resume(&self, queue: &QueueName, instance: &str) {
+        let session = SessionKey::new(instance);
+        if let Err(e) = self.inner.sessions.set_session_paused(queue, &session, false).await {
+            tracing::warn!(%queue, instance, error = %e, "could not resume the session");
+            return;
+        }
+        self.inner
+            .paused
+            .lock()
+            .remove(&(queue.clone(), instance.to_owned()));
+        tracing::info!(%queue, instance, "session resumed");
+        let _ = self.inner.events.send(PipelineEvent::SessionResumed {
+            queue: queue.clone(),
+            instance: instance.to_owned(),
+        });
+    }
+
+    /// Resumes the sessions whose link is back or whose rate limit is over.
+    async fn resume_due(&self) {
+        let now = Instant::now();
+        let due: Vec<(QueueName, String)> = self
+            .inner
+            .paused
+            .lock()
+            .iter()
+            .filter(|((_, instance), p)| match p.reason {
+                PauseReason::Disconnected => {
+                    self.inner.transport.session_state(instance) == SessionState::Connected
+                }
+                PauseReason::RateLimited => p.until.is_none_or(|u| u <= now),
+                _ => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (queue, instance) in due {
+            self.resume(&queue, &instance).await;
+        }
+    }
+
+    async fn on_bridge_event(&self, event: BridgeEvent) {
+        match event {
+            BridgeEvent::Receipt { id, ack, .. } => self.inner.receipts.lock().raise(id, ack),
+            BridgeEvent::Failed { instance, .. } => {
+                for queue in self.queues_of(&instance) {
+                    self.record(&queue, &instance, true).await;
+                }
+            }
+            BridgeEvent::Session { instance, state } => {
+                for queue in self.queues_of(&instance) {
+                    if state == SessionState::Connected {
+                        let resumable = self
+                            .inner
+                            .paused
+                            .lock()
+                            .get(&(queue.clone(), instance.clone()))
+                            .is_some_and(|p| p.reason == PauseReason::Disconnected);
+                        if resumable {
+                            self.resume(&queue, &instance).await;
+                        }
+                    } else if state.is_final() {
+                        let reason = PauseReason::Stopped(state);
+                        self.pause(&queue, &instance, reason, None).await;
+                    }
+                }
+            }
+            BridgeEvent::Ban { instance, code } => {
+                for queue in self.queues_of(&instance) {
+                    let reason = PauseReason::BanSignal(code);
+                    self.pause(&queue, &instance, reason, None).await;
+                }
+            }
+        }
+    }
+
+    /// The queues the pipeline has sent `instance`'s messages for.
+    fn queues_of(&self, instance: &str) -> Vec<QueueName> {
+        self.inner
+            .known
+            .lock()
+            .iter()
+            .filter(|(_, i)| i == instance)
+            .map(|(q, _)| q.clone())
+            .collect()
+    }
+}
+
+/// Whether the job's last attempt ended in a failure that may have sent it.
+fn maybe_sent_before(ctx: &JobContext) -> bool {
+    ctx.job()
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(MAYBE_SENT))
+}
+
+/// The characters a person would type for `content`.
+fn text_len(content: &Content) -> usize {
+    match content {
+        Content::Text { body } | Content::Interactive { body, .. } => body.chars().count(),
+        Content::Media { caption, .. } => caption.as_deref().map_or(0, |c| c.chars().count()),
+        _ => 0,
+    }
+}
+
+/// The next event of a subscription; pending forever without one, `None`
+/// once it closed.
+async fn next_event(rx: &mut Option<broadcast::Receiver<BridgeEvent>>) -> Option<BridgeEvent> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "the pipeline fell behind the bridge's events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+impl<T: Transport, S: Sessions> Handler for SendPipeline<T, S> {
+    async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
+        self.run(&ctx).await
+    }
+}
+
+impl<T: Transport, S: Sessions> Service<JobContext> for SendPipeline<T, S> {
+    type Response = ();
+    type Error = JobError;
+    type Future = HandlerFuture;
+
+    /// Always ready: sessions are checked per message, so a session that is
+    /// down pauses its own jobs, not the queue.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ctx: JobContext) -> HandlerFuture {
+        let this = self.clone();
+        Box::pin(async move { this.run(&ctx).await })
+    }
+}
