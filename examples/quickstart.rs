@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use wq::{
-    AckLevel, Capabilities, Client, Content, Enqueue, EnqueueMessage as _, Jid, JobId,
-    MemoryStore, MessageId, OutboundMessage, Presence, QueueConfig, QueueName, QueueOptions,
-    RetryPolicy, SendPipeline, SendReceipt, SessionKey, SessionLimits, SessionState, Sessions as _,
-    Transport, TransportError, Worker,
+    AckLevel, Capabilities, Client, Content, Enqueue, EnqueueMessage as _, Jid, JobId, MemoryStore,
+    MessageId, OutboundMessage, Presence, QueueConfig, QueueName, QueueOptions, RetryPolicy,
+    SendPipeline, SendReceipt, SessionKey, SessionLimits, SessionState, Sessions as _, Transport,
+    TransportError, Worker,
 };
 
 const INSTANCES: usize = 4;
@@ -78,7 +78,10 @@ impl Transport for DemoBridge {
             self.overlapping_sends.fetch_add(1, Ordering::Relaxed);
         }
         let result = self.deliver(id);
-        self.sending.lock().expect("bridge lock").remove(&msg.instance);
+        self.sending
+            .lock()
+            .expect("bridge lock")
+            .remove(&msg.instance);
         result
     }
 

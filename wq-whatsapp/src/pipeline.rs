@@ -407,7 +407,12 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
     }
 
     /// One look for the server's acknowledgement of a written send.
-    async fn await_ack(&self, ctx: &JobContext, id: &MessageId, polls: u64) -> Result<(), JobError> {
+    async fn await_ack(
+        &self,
+        ctx: &JobContext,
+        id: &MessageId,
+        polls: u64,
+    ) -> Result<(), JobError> {
         if let Some(receipt) = self.already_sent(id).await? {
             ctx.set_output(&receipt)?;
             return Ok(());
@@ -512,7 +517,12 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
 
     /// Pauses a session whose link is not up, and the job's error: a wait
     /// that spends no attempt.
-    async fn session_down(&self, queue: &QueueName, instance: &str, state: SessionState) -> JobError {
+    async fn session_down(
+        &self,
+        queue: &QueueName,
+        instance: &str,
+        state: SessionState,
+    ) -> JobError {
         let reason = if state.is_final() {
             PauseReason::Stopped(state)
         } else {
@@ -538,7 +548,8 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 window.pop_front();
             }
             let bad = window.iter().filter(|r| **r).count();
-            let trip = window.len() >= b.min_sends && bad as f64 > b.max_rejected * window.len() as f64;
+            let trip =
+                window.len() >= b.min_sends && bad as f64 > b.max_rejected * window.len() as f64;
             let seen = window.len();
             if trip {
                 window.clear();
@@ -553,7 +564,13 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
 
     /// Pauses the session in the store and tells it; a session already
     /// paused for a reason it does not resume from keeps that reason.
-    async fn pause(&self, queue: &QueueName, instance: &str, reason: PauseReason, until: Option<Instant>) {
+    async fn pause(
+        &self,
+        queue: &QueueName,
+        instance: &str,
+        reason: PauseReason,
+        until: Option<Instant>,
+    ) {
         let key = (queue.clone(), instance.to_owned());
         {
             let mut paused = self.inner.paused.lock();
@@ -562,12 +579,26 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             {
                 return;
             }
-            paused.insert(key, Paused { reason: reason.clone(), until });
+            paused.insert(
+                key,
+                Paused {
+                    reason: reason.clone(),
+                    until,
+                },
+            );
         }
         let session = SessionKey::new(instance);
-        if let Err(e) = self.inner.sessions.set_session_paused(queue, &session, true).await {
+        if let Err(e) = self
+            .inner
+            .sessions
+            .set_session_paused(queue, &session, true)
+            .await
+        {
             tracing::warn!(%queue, instance, error = %e, "could not pause the session");
-            self.inner.paused.lock().remove(&(queue.clone(), instance.to_owned()));
+            self.inner
+                .paused
+                .lock()
+                .remove(&(queue.clone(), instance.to_owned()));
             return;
         }
         tracing::warn!(%queue, instance, ?reason, "session paused");
@@ -581,7 +612,12 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
     /// Resumes a session the pipeline paused.
     async fn resume(&self, queue: &QueueName, instance: &str) {
         let session = SessionKey::new(instance);
-        if let Err(e) = self.inner.sessions.set_session_paused(queue, &session, false).await {
+        if let Err(e) = self
+            .inner
+            .sessions
+            .set_session_paused(queue, &session, false)
+            .await
+        {
             tracing::warn!(%queue, instance, error = %e, "could not resume the session");
             return;
         }

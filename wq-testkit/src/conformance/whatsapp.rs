@@ -113,7 +113,10 @@ impl ScriptedBridge {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         *self.sent.lock().entry(id.clone()).or_default() += 1;
-        self.levels.lock().entry(id.clone()).or_insert(self.accepted);
+        self.levels
+            .lock()
+            .entry(id.clone())
+            .or_insert(self.accepted);
         self.note(&msg.to, Did::Send(id.clone()));
         if matches!(fault, Some(Fault::LoseReply)) {
             return Err(TransportError::Retryable {
