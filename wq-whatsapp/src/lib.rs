@@ -86,6 +86,7 @@ mod jid;
 mod job;
 mod message;
 mod pipeline;
+mod preset;
 mod transport;
 
 pub use jid::Jid;
@@ -96,6 +97,7 @@ pub use message::{
 pub use pipeline::{
     BAN_CODES, Breaker, PauseReason, PipelineConfig, PipelineEvent, SendPipeline, Typing,
 };
+pub use preset::Preset;
 pub use transport::{
     AckLevel, BridgeEvent, Capabilities, MAYBE_SENT, Presence, RateScope, SendReceipt,
     SessionState, Transport, TransportError,

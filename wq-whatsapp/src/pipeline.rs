@@ -383,7 +383,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         let sent = self.inner.transport.send(id, msg).await;
         let receipt = match sent {
             Ok(receipt) => receipt,
-            Err(e) => return Err(self.failed(queue, &msg.instance, e).await),
+            Err(e) => return Err(self.failed(ctx, queue, &msg.instance, e).await),
         };
         self.record(queue, &msg.instance, false).await;
         if ctx.step().is_some_and(|s| s.starts_with(TYPING)) {
@@ -483,7 +483,13 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
     }
 
     /// What a failed send does to its session, and the job's error.
-    async fn failed(&self, queue: &QueueName, instance: &str, e: TransportError) -> JobError {
+    async fn failed(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        instance: &str,
+        e: TransportError,
+    ) -> JobError {
         match &e {
             TransportError::Disconnected { permanent, .. } => {
                 let state = if *permanent {
@@ -500,6 +506,13 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 let until = Instant::now() + *retry_after;
                 self.pause(queue, instance, PauseReason::RateLimited, Some(until))
                     .await;
+            }
+            TransportError::RateLimited {
+                retry_after,
+                scope: RateScope::Contact,
+            } => {
+                let wait = contact_backoff(ctx).max(*retry_after);
+                return JobError::wait_because(WaitCause::RateLimited, e.to_string(), Some(wait));
             }
             TransportError::Permanent {
                 code: Some(code), ..
@@ -699,6 +712,26 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             .map(|(q, _)| q.clone())
             .collect()
     }
+}
+
+/// 4^n seconds after the job's n-th refusal in a row for writing to one
+/// user too often (the Cloud API's advice for 131056), up to an hour.
+fn contact_backoff(ctx: &JobContext) -> Duration {
+    let limited = TransportError::RateLimited {
+        retry_after: Duration::ZERO,
+        scope: RateScope::Contact,
+    }
+    .to_string();
+    let prefix = limited.split(" for ").next().unwrap_or_default();
+    let n = ctx
+        .job()
+        .history
+        .iter()
+        .rev()
+        .take_while(|a| a.error.as_deref().is_some_and(|e| e.starts_with(prefix)))
+        .count();
+    let secs = 4u64.saturating_pow(u32::try_from(n + 1).unwrap_or(u32::MAX));
+    Duration::from_secs(secs.min(3_600))
 }
 
 /// Whether the job's last attempt ended in a failure that may have sent it.
