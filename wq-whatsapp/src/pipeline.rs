@@ -520,7 +520,8 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 self.pause(queue, instance, PauseReason::BanSignal(*code), None)
                     .await;
                 // Not the message's fault: it waits for the session.
-                return JobError::wait_because(WaitCause::Paused, e.to_string(), None);
+                let after = Some(self.inner.config.resume_poll);
+                return JobError::wait_because(WaitCause::Paused, e.to_string(), after);
             }
             TransportError::Permanent { .. } => self.record(queue, instance, true).await,
             _ => {}
@@ -542,10 +543,12 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             PauseReason::Disconnected
         };
         self.pause(queue, instance, reason, None).await;
+        // The pause holds the job; a short wait only keeps it from running
+        // again at once should the pause not have been stored.
         JobError::wait_because(
             WaitCause::Disconnected,
             format!("session `{instance}` is {state:?}"),
-            None,
+            Some(self.inner.config.resume_poll),
         )
     }
 
