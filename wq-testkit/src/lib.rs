@@ -50,6 +50,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+#[cfg(feature = "bridge")]
+pub mod bridge;
 pub mod concurrency;
 pub mod conformance;
 pub mod crash;

@@ -82,6 +82,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "http")]
+pub mod http;
 mod jid;
 mod job;
 mod message;

@@ -737,12 +737,13 @@ fn contact_backoff(ctx: &JobContext) -> Duration {
     Duration::from_secs(secs.min(3_600))
 }
 
-/// Whether the job's last attempt ended in a failure that may have sent it.
+/// Whether an earlier run ended in a failure that may have sent the
+/// message: the last one, or any the history keeps (a wait for a lost link
+/// or a rate limit may have come between, and replaced `last_error`).
 fn maybe_sent_before(ctx: &JobContext) -> bool {
-    ctx.job()
-        .last_error
-        .as_deref()
-        .is_some_and(|e| e.starts_with(MAYBE_SENT))
+    let job = ctx.job();
+    let maybe = |e: Option<&str>| e.is_some_and(|e| e.starts_with(MAYBE_SENT));
+    maybe(job.last_error.as_deref()) || job.history.iter().any(|a| maybe(a.error.as_deref()))
 }
 
 /// The characters a person would type for `content`.

@@ -23,6 +23,7 @@
 //! | (always) | [`Client`], [`Enqueue`], [`Worker`], [`JobContext`], [`QueueConfig`], [`RetryPolicy`], [`SessionLimits`], [`Repeat`], [`Error`], and the traits a backend implements ([`Store`], [`Sessions`], [`Lock`], [`Scheduler`], [`Audit`]) | `wq-core` |
 //! | `memory` (default) | `MemoryStore`: in-process, for tests, demos and single-process apps | `wq-memory` |
 //! | `whatsapp` (default) | `OutboundMessage`, `Jid`, `Content`, `MessageId`, `EnqueueMessage` (adds `Enqueue::message`), `JobMessageId` (adds `JobContext::message_id`), the `Transport` trait a bridge implements and the `SendPipeline` that sends through it | `wq-whatsapp` |
+//! | `whatsapp-http` | `http::CloudApi` and `http::HttpBridge`, transports over HTTP | `wq-whatsapp` (feature `http`) |
 //! | `postgres` | `PgStore`, `PgStoreBuilder`: many worker processes on one database | `wq-postgres` |
 //! | `redis` | `RedisStore`, `RedisStoreBuilder`, and `RedisStoreError` (inside a `StoreError::Backend`) | `wq-redis` |
 //!
