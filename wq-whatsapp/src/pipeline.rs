@@ -345,13 +345,19 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             None => self.typing_for(&msg),
         };
         if !typing_left.is_zero() {
-            return self.type_piece(&msg, typing_left).await;
+            return self.type_piece(ctx, &queue, &msg, typing_left).await;
         }
         self.send(ctx, &queue, &msg, &id).await
     }
 
     /// Shows typing for the next piece of `left` and continues after it.
-    async fn type_piece(&self, msg: &OutboundMessage, left: Duration) -> Result<(), JobError> {
+    async fn type_piece(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        msg: &OutboundMessage,
+        left: Duration,
+    ) -> Result<(), JobError> {
         let presence = match &msg.content {
             Content::Media {
                 kind: crate::message::MediaKind::Audio,
@@ -359,10 +365,15 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             } => Presence::Recording,
             _ => Presence::Composing,
         };
-        self.inner
+        let shown = self
+            .inner
             .transport
             .presence(&msg.instance, &msg.to, presence)
-            .await?;
+            .await;
+        if let Err(e) = shown {
+            // A link lost while typing pauses the session as a send would.
+            return Err(self.failed(ctx, queue, &msg.instance, e).await);
+        }
         let piece = left.min(self.inner.config.typing_piece);
         let rest = left.saturating_sub(piece);
         Err(JobError::continue_at(
