@@ -599,21 +599,24 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         until: Option<Instant>,
     ) {
         let key = (queue.clone(), instance.to_owned());
-        {
-            let mut paused = self.inner.paused.lock();
-            if let Some(p) = paused.get(&key)
-                && (!p.reason.resumes() || p.reason == reason)
-            {
-                return;
-            }
-            paused.insert(
-                key,
-                Paused {
-                    reason: reason.clone(),
-                    until,
-                },
-            );
+        let held = self
+            .inner
+            .paused
+            .lock()
+            .get(&key)
+            .is_some_and(|p| !p.reason.resumes() || p.reason == reason);
+        // An operator may have resumed it through the store since: then the
+        // entry here is stale and the session is paused again.
+        if held && self.paused_in_store(queue, instance).await {
+            return;
         }
+        self.inner.paused.lock().insert(
+            key,
+            Paused {
+                reason: reason.clone(),
+                until,
+            },
+        );
         let session = SessionKey::new(instance);
         if let Err(e) = self
             .inner
@@ -634,6 +637,14 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             instance: instance.to_owned(),
             reason,
         });
+    }
+
+    /// Whether the store holds the session paused (a failed read counts as
+    /// not: pausing again is harmless).
+    async fn paused_in_store(&self, queue: &QueueName, instance: &str) -> bool {
+        let session = SessionKey::new(instance);
+        let info = self.inner.sessions.session_info(queue, &session).await;
+        info.ok().flatten().is_some_and(|i| i.paused)
     }
 
     /// Resumes a session the pipeline paused.
