@@ -60,6 +60,8 @@ mod harness;
 pub mod late_server;
 pub mod properties;
 pub mod wakeups;
+#[cfg(feature = "whatsapp-e2e")]
+pub mod whatsapp_e2e;
 
 pub use harness::{
     Failure, PATIENCE, TEST_TIMEOUT, TestBackend, TestResult, ack, claim, complete_all, crash,
