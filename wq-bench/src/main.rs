@@ -11,6 +11,7 @@ mod postgres;
 mod redis;
 mod report;
 mod sessions;
+mod whatsapp;
 mod workloads;
 
 use std::time::Duration;
@@ -42,6 +43,10 @@ enum Workload {
     /// W5 with most sessions blocked, against plain W5.
     W5s,
     W6,
+    /// WhatsApp messages through the send pipeline and the HTTP transport
+    /// against the fake bridge (not part of `all`: it runs for `--seconds`
+    /// per preset).
+    Wa,
 }
 
 /// Benchmarks wq's workloads W1-W6.
@@ -148,6 +153,12 @@ async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
     }
     if wants(Workload::W6) {
         sessions::w6(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if args.workload.contains(&Workload::Wa) {
+        whatsapp::wa(f, &p)
             .await?
             .iter()
             .for_each(report::Report::print);
