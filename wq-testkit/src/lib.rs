@@ -135,6 +135,7 @@ macro_rules! conformance_tests {
             session_limits_hold_across_workers,
             rate_limited_sessions_wake_their_workers,
             pipeline_types_and_sends_in_order,
+            inline_typing_sends_under_a_rate,
             disconnected_sessions_pause_and_resume,
             lost_replies_are_looked_up_not_resent,
             ban_signals_pause_only_their_session,

@@ -84,6 +84,14 @@ pub struct PipelineConfig {
     /// Longest piece of typing in one step: WhatsApp stops showing
     /// "typing…" after about 25 s without a new presence.
     pub typing_piece: Duration,
+    /// Whether typing runs as steps that free the worker's slot (the
+    /// default) or inside the run that sends. A step is a claim: under a
+    /// session rate it takes one of the session's starts, and once due it
+    /// sorts behind every message enqueued before it, so with a backlog a
+    /// rate-limited session types to new contacts instead of sending (see
+    /// `docs/whatsapp.md`). Typing inside the send holds a slot while it
+    /// types and keeps one start per message.
+    pub typing_in_steps: bool,
     /// How long a send the bridge only wrote ([`AckLevel::Written`]) waits
     /// for the server's acknowledgement before it counts as maybe sent.
     pub ack_wait: Duration,
@@ -106,6 +114,7 @@ impl Default for PipelineConfig {
                 jitter: 0.2,
             },
             typing_piece: Duration::from_secs(20),
+            typing_in_steps: true,
             ack_wait: Duration::from_secs(30),
             ack_poll: Duration::from_millis(500),
             breaker: Breaker {
@@ -122,6 +131,13 @@ impl PipelineConfig {
     /// The same configuration with `typing`.
     pub fn typing(mut self, typing: Typing) -> Self {
         self.typing = typing;
+        self
+    }
+
+    /// The same configuration typing in steps (`true`) or inside the run
+    /// that sends (`false`).
+    pub fn typing_in_steps(mut self, in_steps: bool) -> Self {
+        self.typing_in_steps = in_steps;
         self
     }
 
@@ -344,10 +360,33 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             Some(ms) => Duration::from_millis(ms.parse().unwrap_or(0)),
             None => self.typing_for(&msg),
         };
-        if !typing_left.is_zero() {
+        let typed_before = ctx.step().is_some_and(|s| s.starts_with(TYPING));
+        if typing_left.is_zero() {
+            return self.send(ctx, &queue, &msg, &id, typed_before).await;
+        }
+        if self.inner.config.typing_in_steps {
             return self.type_piece(ctx, &queue, &msg, typing_left).await;
         }
-        self.send(ctx, &queue, &msg, &id).await
+        self.type_inline(ctx, &queue, &msg, typing_left).await?;
+        self.send(ctx, &queue, &msg, &id, true).await
+    }
+
+    /// Shows typing for `left` within this run, renewing the presence every
+    /// piece. A run asked to stop is dropped by the worker meanwhile.
+    async fn type_inline(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        msg: &OutboundMessage,
+        mut left: Duration,
+    ) -> Result<(), JobError> {
+        while !left.is_zero() {
+            self.show_typing(ctx, queue, msg).await?;
+            let piece = left.min(self.inner.config.typing_piece);
+            tokio::time::sleep(piece).await;
+            left = left.saturating_sub(piece);
+        }
+        Ok(())
     }
 
     /// Shows typing for the next piece of `left` and continues after it.
@@ -357,6 +396,22 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         queue: &QueueName,
         msg: &OutboundMessage,
         left: Duration,
+    ) -> Result<(), JobError> {
+        self.show_typing(ctx, queue, msg).await?;
+        let piece = left.min(self.inner.config.typing_piece);
+        let rest = left.saturating_sub(piece);
+        Err(JobError::continue_at(
+            format!("{TYPING}{}", rest.as_millis()),
+            piece,
+        ))
+    }
+
+    /// Shows "typing…" (or "recording…" before audio) to the contact.
+    async fn show_typing(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        msg: &OutboundMessage,
     ) -> Result<(), JobError> {
         let presence = match &msg.content {
             Content::Media {
@@ -370,16 +425,11 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             .transport
             .presence(&msg.instance, &msg.to, presence)
             .await;
-        if let Err(e) = shown {
+        match shown {
+            Ok(()) => Ok(()),
             // A link lost while typing pauses the session as a send would.
-            return Err(self.failed(ctx, queue, &msg.instance, e).await);
+            Err(e) => Err(self.failed(ctx, queue, &msg.instance, e).await),
         }
-        let piece = left.min(self.inner.config.typing_piece);
-        let rest = left.saturating_sub(piece);
-        Err(JobError::continue_at(
-            format!("{TYPING}{}", rest.as_millis()),
-            piece,
-        ))
     }
 
     /// Sends, records the outcome for the breaker, stops the typing, and
@@ -390,6 +440,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         queue: &QueueName,
         msg: &OutboundMessage,
         id: &MessageId,
+        typed: bool,
     ) -> Result<(), JobError> {
         let sent = self.inner.transport.send(id, msg).await;
         let receipt = match sent {
@@ -397,7 +448,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             Err(e) => return Err(self.failed(ctx, queue, &msg.instance, e).await),
         };
         self.record(queue, &msg.instance, false).await;
-        if ctx.step().is_some_and(|s| s.starts_with(TYPING)) {
+        if typed {
             // Typing was shown: stop it. A lost presence costs nothing.
             let _ = self
                 .inner

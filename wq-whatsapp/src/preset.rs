@@ -28,7 +28,10 @@ impl Preset {
     /// A number on an unofficial bridge (Baileys, whatsmeow, gateways over
     /// WhatsApp Web), where bursts get numbers banned: one send at a time,
     /// at most 12 a minute with up to 2 s of random extra spacing, 3 s
-    /// between two messages to one contact, typing sized to each message.
+    /// between two messages to one contact, typing sized to each message
+    /// and shown inside the run that sends, right before it (under a rate,
+    /// typing in steps would starve the sends; see
+    /// [`PipelineConfig::typing_in_steps`]).
     pub fn unofficial() -> Self {
         Self {
             session: SessionLimits::new()
@@ -41,7 +44,7 @@ impl Preset {
                 cap: Duration::from_secs(600),
                 ..RetryPolicy::default()
             },
-            pipeline: PipelineConfig::default(),
+            pipeline: PipelineConfig::default().typing_in_steps(false),
         }
     }
 

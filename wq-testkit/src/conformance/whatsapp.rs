@@ -384,6 +384,71 @@ pub async fn pipeline_types_and_sends_in_order<T: TestBackend>(t: &T) -> TestRes
     .await
 }
 
+/// Typing inside the send under a session rate: each message is one run
+/// (one of the session's starts), its "typing…" right before its send and
+/// "paused" right after, the contacts' messages in order, one send at a
+/// time.
+pub async fn inline_typing_sends_under_a_rate<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare_quick(&client).await?;
+        let limits = SessionLimits::new()
+            .max_running(1)
+            .rate(wq_core::Rate::new(50, Duration::from_secs(1)));
+        b.set_session_limits(&QueueName::new(QUEUE), &SessionKey::new("inst-1"), &limits)
+            .await?;
+        let contacts = ["5511900000001", "5511900000002"];
+        let plan = enqueue(&client, "inst-1", &contacts, 3, 20).await?;
+        let bridge = ScriptedBridge::new(AckLevel::Server);
+        let running = start(&b, &bridge, config().typing_in_steps(false)).await?;
+        let done = wait_completed(&client, 6).await;
+        running.stop().await?;
+        done?;
+        let log: Vec<Did> = bridge
+            .log
+            .lock()
+            .iter()
+            .map(|(_, _, d)| d.clone())
+            .collect();
+        let mut sent = Vec::new();
+        for (i, did) in log.iter().enumerate() {
+            let Did::Send(id) = did else { continue };
+            ensure!(
+                i > 0 && log[i - 1] == Did::Presence(Presence::Composing),
+                "typing right before each send, on the session: {log:?}"
+            );
+            ensure!(
+                log.get(i + 1) == Some(&Did::Presence(Presence::Paused)),
+                "paused right after each send: {log:?}"
+            );
+            sent.push(plan[id].clone());
+        }
+        for to in contacts {
+            let order: Vec<u32> = sent
+                .iter()
+                .filter(|(c, _)| c == to)
+                .map(|(_, n)| *n)
+                .collect();
+            ensure_eq!(order, vec![0, 1, 2], "{to}: in order");
+        }
+        ensure_eq!(
+            *bridge.most_in_flight.lock(),
+            1,
+            "sends at once on the session"
+        );
+        for job in client.list(wq_core::ListQuery::new().queue(QUEUE)).await? {
+            let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome).collect();
+            ensure_eq!(
+                outcomes,
+                vec![AttemptOutcome::Completed],
+                "one run per message"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// A session whose link is down is paused: its messages wait, spending no
 /// attempt and sending nothing, until the link is back; then the pipeline
 /// resumes it and they go out in order.
