@@ -307,6 +307,15 @@ async fn enqueue<B: Backend>(
     Ok(plan)
 }
 
+/// The send receipt a completed message job keeps as its output.
+fn receipt_of(job: &wq_core::Job) -> Result<SendReceipt, Failure> {
+    job.output
+        .as_ref()
+        .ok_or_else(|| Failure::new(format!("job {} has no output", job.id)))?
+        .decode()
+        .map_err(|e| Failure::new(e.to_string()))
+}
+
 async fn wait_completed<B: Backend>(client: &Client<B>, n: u64) -> TestResult {
     wait_until("every message sent", PATIENCE, || async {
         Ok(client.counts(QUEUE).await?.completed == n)
@@ -372,11 +381,7 @@ pub async fn pipeline_types_and_sends_in_order<T: TestBackend>(t: &T) -> TestRes
                 vec![AttemptOutcome::Continued, AttemptOutcome::Completed],
                 "a job's runs: typing, then the send"
             );
-            let receipt: SendReceipt = job
-                .output
-                .ok_or_else(|| Failure::new("no output"))?
-                .decode()
-                .map_err(|e| Failure::new(e.to_string()))?;
+            let receipt = receipt_of(&job)?;
             ensure_eq!(receipt.ack, AckLevel::Server, "the receipt kept");
         }
         Ok(())
@@ -650,11 +655,7 @@ pub async fn written_sends_wait_for_the_server<T: TestBackend>(t: &T) -> TestRes
             "each send accepted before the next starts"
         );
         for job in client.list(wq_core::ListQuery::new().queue(QUEUE)).await? {
-            let receipt: SendReceipt = job
-                .output
-                .ok_or_else(|| Failure::new("no output"))?
-                .decode()
-                .map_err(|e| Failure::new(e.to_string()))?;
+            let receipt = receipt_of(&job)?;
             ensure_eq!(receipt.ack, AckLevel::Server, "the receipt says accepted");
         }
         Ok(())
