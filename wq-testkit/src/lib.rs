@@ -140,6 +140,7 @@ macro_rules! conformance_tests {
             lost_replies_are_looked_up_not_resent,
             ban_signals_pause_only_their_session,
             written_sends_wait_for_the_server,
+            written_sends_wait_inline,
         );
     };
 }

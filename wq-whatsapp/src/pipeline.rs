@@ -84,14 +84,15 @@ pub struct PipelineConfig {
     /// Longest piece of typing in one step: WhatsApp stops showing
     /// "typing…" after about 25 s without a new presence.
     pub typing_piece: Duration,
-    /// Whether typing runs as steps that free the worker's slot (the
-    /// default) or inside the run that sends. A step is a claim: under a
-    /// session rate it takes one of the session's starts, and once due it
-    /// sorts behind every message enqueued before it, so with a backlog a
-    /// rate-limited session types to new contacts instead of sending (see
-    /// `docs/whatsapp.md`). Typing inside the send holds a slot while it
-    /// types and keeps one start per message.
-    pub typing_in_steps: bool,
+    /// Whether the pipeline's waits (typing, and a written send's wait for
+    /// the server's acknowledgement) run as steps that free the worker's
+    /// slot (the default) or inside the run that sends. A step is a claim:
+    /// under a session rate it takes one of the session's starts, and once
+    /// due it sorts behind every message enqueued before it, so with a
+    /// backlog a rate-limited session types to new contacts instead of
+    /// sending (see `docs/whatsapp.md`). Waiting inside the send holds a
+    /// slot meanwhile and keeps one start per message.
+    pub steps: bool,
     /// How long a send the bridge only wrote ([`AckLevel::Written`]) waits
     /// for the server's acknowledgement before it counts as maybe sent.
     pub ack_wait: Duration,
@@ -114,7 +115,7 @@ impl Default for PipelineConfig {
                 jitter: 0.2,
             },
             typing_piece: Duration::from_secs(20),
-            typing_in_steps: true,
+            steps: true,
             ack_wait: Duration::from_secs(30),
             ack_poll: Duration::from_millis(500),
             breaker: Breaker {
@@ -134,10 +135,10 @@ impl PipelineConfig {
         self
     }
 
-    /// The same configuration typing in steps (`true`) or inside the run
+    /// The same configuration waiting in steps (`true`) or inside the run
     /// that sends (`false`).
-    pub fn typing_in_steps(mut self, in_steps: bool) -> Self {
-        self.typing_in_steps = in_steps;
+    pub fn steps(mut self, steps: bool) -> Self {
+        self.steps = steps;
         self
     }
 
@@ -364,7 +365,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         if typing_left.is_zero() {
             return self.send(ctx, &queue, &msg, &id, typed_before).await;
         }
-        if self.inner.config.typing_in_steps {
+        if self.inner.config.steps {
             return self.type_piece(ctx, &queue, &msg, typing_left).await;
         }
         self.type_inline(ctx, &queue, &msg, typing_left).await?;
@@ -462,10 +463,22 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             return Ok(());
         }
         let polls = self.ack_polls();
-        Err(JobError::continue_at(
-            format!("{AWAIT_ACK}{polls}"),
-            self.inner.config.ack_poll,
-        ))
+        if self.inner.config.steps {
+            return Err(JobError::continue_at(
+                format!("{AWAIT_ACK}{polls}"),
+                self.inner.config.ack_poll,
+            ));
+        }
+        for left in (0..=polls).rev() {
+            if let Some(receipt) = self.already_sent(id).await? {
+                ctx.set_output(&receipt)?;
+                return Ok(());
+            }
+            if left > 0 {
+                tokio::time::sleep(self.inner.config.ack_poll).await;
+            }
+        }
+        Err(never_acknowledged())
     }
 
     /// One look for the server's acknowledgement of a written send.
@@ -480,12 +493,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             return Ok(());
         }
         if polls == 0 {
-            return Err(TransportError::Retryable {
-                reason: "the server never acknowledged the send".into(),
-                after: None,
-                maybe_sent: true,
-            }
-            .into());
+            return Err(never_acknowledged());
         }
         Err(JobError::continue_at(
             format!("{AWAIT_ACK}{}", polls - 1),
@@ -788,6 +796,17 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             .map(|(q, _)| q.clone())
             .collect()
     }
+}
+
+/// A written send the server did not acknowledge in time: maybe sent, so
+/// the next attempt looks it up first.
+fn never_acknowledged() -> JobError {
+    TransportError::Retryable {
+        reason: "the server never acknowledged the send".into(),
+        after: None,
+        maybe_sent: true,
+    }
+    .into()
 }
 
 /// 4^n seconds after the job's n-th refusal in a row for writing to one

@@ -31,7 +31,7 @@ impl Preset {
     /// between two messages to one contact, typing sized to each message
     /// and shown inside the run that sends, right before it (under a rate,
     /// typing in steps would starve the sends; see
-    /// [`PipelineConfig::typing_in_steps`]).
+    /// [`PipelineConfig::steps`]).
     pub fn unofficial() -> Self {
         Self {
             session: SessionLimits::new()
@@ -44,7 +44,7 @@ impl Preset {
                 cap: Duration::from_secs(600),
                 ..RetryPolicy::default()
             },
-            pipeline: PipelineConfig::default().typing_in_steps(false),
+            pipeline: PipelineConfig::default().steps(false),
         }
     }
 

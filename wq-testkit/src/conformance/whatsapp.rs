@@ -405,7 +405,7 @@ pub async fn inline_typing_sends_under_a_rate<T: TestBackend>(t: &T) -> TestResu
         let contacts = ["5511900000001", "5511900000002"];
         let plan = enqueue(&client, "inst-1", &contacts, 3, 20).await?;
         let bridge = ScriptedBridge::new(AckLevel::Server);
-        let running = start(&b, &bridge, config().typing_in_steps(false)).await?;
+        let running = start(&b, &bridge, config().steps(false)).await?;
         let done = wait_completed(&client, 6).await;
         running.stop().await?;
         done?;
@@ -626,12 +626,22 @@ pub async fn ban_signals_pause_only_their_session<T: TestBackend>(t: &T) -> Test
 /// server's acknowledgement before it completes, so a contact's next
 /// message starts only after the previous one was accepted.
 pub async fn written_sends_wait_for_the_server<T: TestBackend>(t: &T) -> TestResult {
+    written_sends_wait(t, true).await
+}
+
+/// The same, waiting inside the run that sent (`PipelineConfig::steps`
+/// off): one run per message.
+pub async fn written_sends_wait_inline<T: TestBackend>(t: &T) -> TestResult {
+    written_sends_wait(t, false).await
+}
+
+async fn written_sends_wait<T: TestBackend>(t: &T, steps: bool) -> TestResult {
     with_backend(t, |b| async move {
         let client = Client::new(b.clone());
         declare_quick(&client).await?;
         enqueue(&client, "inst-1", &["5511900000001"], 3, 0).await?;
         let bridge = ScriptedBridge::new(AckLevel::Written);
-        let running = start(&b, &bridge, config()).await?;
+        let running = start(&b, &bridge, config().steps(steps)).await?;
         let done = wait_completed(&client, 3).await;
         running.stop().await?;
         done?;
@@ -657,6 +667,14 @@ pub async fn written_sends_wait_for_the_server<T: TestBackend>(t: &T) -> TestRes
         for job in client.list(wq_core::ListQuery::new().queue(QUEUE)).await? {
             let receipt = receipt_of(&job)?;
             ensure_eq!(receipt.ack, AckLevel::Server, "the receipt says accepted");
+            if !steps {
+                ensure_eq!(
+                    job.history.len(),
+                    1,
+                    "one run per message: {:?}",
+                    job.history
+                );
+            }
         }
         Ok(())
     })
