@@ -70,11 +70,11 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, Backend, ClaimRequest, Client, Counts,
-    DeadJobs, Enqueue, Enqueued, Error, ExtendOutcome, Job, JobContext, JobError, JobId, JobState,
-    LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig, QueueInfo, QueueName,
-    QueueOptions, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store,
-    StoreError, Timestamp, WakeSignal, Worker, WorkerHandle,
+    Ack, AckOutcome, AckedAndClaimed, AttemptOutcome, Audit, AuditReport, Backend, ClaimRequest,
+    Client, Counts, DeadJobs, Enqueue, Enqueued, Error, ExtendOutcome, Job, JobContext, JobError,
+    JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig,
+    QueueInfo, QueueName, QueueOptions, RescueReport, Scheduler, SessionInfo, SessionKey,
+    SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal, Worker, WorkerHandle,
 };
 
 use crate::harness::{Failure, PATIENCE, TestBackend, TestResult, quick_retry, with_backend};
@@ -1214,6 +1214,7 @@ impl<B: Backend> Race<B> {
                     "job {id} is completed, yet no attempt of it succeeded"
                 ));
             }
+            problems.extend(history_problems(&job));
         }
         for r in runs {
             if !jobs.contains_key(&r.job) {
@@ -1352,6 +1353,37 @@ impl<B: Backend> Race<B> {
 
 /// Every attempt of a job starts before the first attempt of its group's
 /// next job that ran.
+/// What is wrong with a finished job's history after the races: a run
+/// that ends before it starts, or a completed job whose success is not its
+/// last and only completed run (an acknowledgement or a rescue recorded
+/// twice, or one of them applied after the other).
+fn history_problems(job: &Job) -> Vec<String> {
+    let mut problems = Vec::new();
+    for a in job.history.iter().filter(|a| a.ended_at < a.started_at) {
+        problems.push(format!(
+            "job {}: a run ends before it starts: {a:?}",
+            job.id
+        ));
+    }
+    let completed = job
+        .history
+        .iter()
+        .filter(|a| a.outcome == AttemptOutcome::Completed)
+        .count();
+    let last_completed = job
+        .history
+        .last()
+        .is_some_and(|a| a.outcome == AttemptOutcome::Completed);
+    if job.state == JobState::Completed && (completed != 1 || !last_completed) {
+        problems.push(format!(
+            "job {} is completed, and its history says {:?}",
+            job.id,
+            job.history.iter().map(|a| a.outcome).collect::<Vec<_>>()
+        ));
+    }
+    problems
+}
+
 fn check_fifo(jobs: &HashMap<JobId, Placed>, runs: &[Run]) -> TestResult {
     let mut starts: HashMap<JobId, (u64, u64, u32)> = HashMap::new();
     for r in runs {
