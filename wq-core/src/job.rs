@@ -373,6 +373,17 @@ impl Job {
             ..Self::new(new.id, new.queue, new.payload, now)
         }
     }
+
+    /// Whether the job is between steps: its last run ended with
+    /// [`JobError::Continue`](crate::JobError::Continue). Such a job has
+    /// started already, so once due it comes before every job of its
+    /// priority that has not, and a session's rate does not count its next
+    /// run as a start (docs/sessions.md).
+    pub fn continued(&self) -> bool {
+        self.history
+            .last()
+            .is_some_and(|run| run.outcome == crate::AttemptOutcome::Continued)
+    }
 }
 
 /// When a new job should run.

@@ -2,7 +2,8 @@
 //!
 //! Per queue, only jobs that may run next are indexed: ungrouped jobs and
 //! the head of each group. `ready` orders the due ones by (priority,
-//! `run_at`, sequence); `scheduled` orders the rest by `run_at`. A claim pops
+//! fresh, `run_at`, sequence), where a job between steps is not fresh and
+//! so comes first at its priority; `scheduled` orders the rest by `run_at`. A claim pops
 //! from `ready` and a group's next job enters an index only when its head is
 //! terminal, so one job in flight per group holds by construction and no
 //! operation on the hot path scans the backlog. A due head with a session
@@ -29,7 +30,8 @@ use session::Session;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Sequences are unique, so keys need no job id (and no UUID comparisons).
-type ReadyKey = (i16, Timestamp, u64);
+/// The flag is false for a job between steps ([`Job::continued`]).
+type ReadyKey = (i16, bool, Timestamp, u64);
 type ScheduledKey = (Timestamp, u64);
 
 #[derive(Debug, Default)]
@@ -251,7 +253,7 @@ fn record_run(
 }
 
 fn ready_key(job: &Job) -> ReadyKey {
-    (job.priority, job.run_at, job.seq)
+    (job.priority, !job.continued(), job.run_at, job.seq)
 }
 
 fn scheduled_key(job: &Job) -> ScheduledKey {
@@ -431,6 +433,9 @@ impl State {
         }
         q.promote(&mut self.jobs, req.now);
         let mut out = Vec::with_capacity(req.limit.min(q.ready.len() + q.sessions_ready.len()));
+        // Sessions with a rate give one job per claim, a start or not: they
+        // stay out of the index until the claim ends.
+        let mut rated = Vec::new();
         while out.len() < req.limit {
             let Some(id) = q.pop_next() else {
                 break;
@@ -450,10 +455,20 @@ impl State {
             self.leases.insert((req.lease_until, id));
             self.acked.remove(&id);
             if let Some(key) = &job.session {
-                q.session_mut(key).started(self.next_token, req.now);
-                q.reindex(key);
+                let session = q.session_mut(key);
+                if session.has_rate() {
+                    if !job.continued() {
+                        session.started(self.next_token, req.now);
+                    }
+                    rated.push(key.clone());
+                } else {
+                    q.reindex(key);
+                }
             }
             out.push(job.clone());
+        }
+        for key in &rated {
+            q.reindex(key);
         }
         Ok(out)
     }

@@ -85,6 +85,9 @@ CREATE TABLE heads (
     priority  smallint NOT NULL,
     run_at    timestamptz NOT NULL,
     seq       bigint NOT NULL,
+    -- False for a job between steps (`wq_continued`): it has started, so it
+    -- comes first at its priority and takes no start from a session's rate.
+    fresh     boolean NOT NULL DEFAULT true,
     ready     boolean NOT NULL
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_cost_delay = 0);
@@ -93,10 +96,10 @@ CREATE TABLE heads (
 -- are kept apart, so that a session that may not start a job costs the
 -- claim nothing, however many heads it has: the claim reaches them only
 -- through the session's row (`sessions_ready`).
-CREATE INDEX heads_ready ON heads (queue, priority, run_at, seq)
+CREATE INDEX heads_ready ON heads (queue, priority, fresh, run_at, seq)
     WHERE ready AND session IS NULL;
 CREATE INDEX heads_scheduled ON heads (queue, run_at) WHERE NOT ready AND session IS NULL;
-CREATE INDEX heads_session_ready ON heads (queue, session, priority, run_at, seq)
+CREATE INDEX heads_session_ready ON heads (queue, session, priority, fresh, run_at, seq)
     WHERE ready AND session IS NOT NULL;
 CREATE INDEX heads_session_scheduled ON heads (queue, run_at)
     WHERE NOT ready AND session IS NOT NULL;
@@ -143,13 +146,15 @@ CREATE TABLE sessions (
     rate_open      boolean NOT NULL DEFAULT false,
     state          smallint NOT NULL DEFAULT 0,
     front_priority smallint,
+    front_fresh    boolean,
     front_run_at   timestamptz,
     front_seq      bigint,
     PRIMARY KEY (queue, session)
 );
 
 -- Sessions that may start a job now, in the order of their best heads.
-CREATE INDEX sessions_ready ON sessions (queue, front_priority, front_run_at, front_seq)
+CREATE INDEX sessions_ready ON sessions (queue, front_priority, front_fresh, front_run_at,
+                                         front_seq)
     WHERE state = 2;
 -- Sessions waiting for their rate: promoted to ready when `next_start` comes.
 CREATE INDEX sessions_timer ON sessions (queue, next_start) WHERE state = 1;

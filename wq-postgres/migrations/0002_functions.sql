@@ -53,12 +53,14 @@ BEGIN
     WITH synced AS (
         UPDATE sessions s
         SET running = c.running, next_start = c.next_start, rate_open = c.rate_open,
-            front_priority = c.priority, front_run_at = c.run_at, front_seq = c.seq,
+            front_priority = c.priority, front_fresh = c.fresh, front_run_at = c.run_at,
+            front_seq = c.seq,
             state = CASE
                 WHEN c.seq IS NULL OR s.paused
                      OR (s.max_running IS NOT NULL AND c.running >= s.max_running) THEN 0
+                -- A front between steps takes no start: the rate holds it not.
                 WHEN s.rate_starts IS NOT NULL AND c.next_start IS NOT NULL
-                     AND NOT c.rate_open THEN 1
+                     AND NOT c.rate_open AND c.fresh THEN 1
                 ELSE 2 END
         FROM (
             SELECT w.q, w.s, o.state AS old_state, greatest(o.running - w.n, 0) AS running,
@@ -68,13 +70,13 @@ BEGIN
                                         / 65536)
                                      * interval '1 microsecond' END AS next_start,
                    o.rate_open AND (w.token IS NULL OR o.rate_starts IS NULL) AS rate_open,
-                   f.priority, f.run_at, f.seq
+                   f.priority, f.fresh, f.run_at, f.seq
             FROM unnest(p_queues, p_sessions, p_left, p_tokens) AS w(q, s, n, token)
             JOIN sessions o ON o.queue = w.q AND o.session = w.s
             LEFT JOIN LATERAL (
-                SELECT h.priority, h.run_at, h.seq FROM heads h
+                SELECT h.priority, h.fresh, h.run_at, h.seq FROM heads h
                 WHERE h.queue = w.q AND h.session = w.s AND h.session IS NOT NULL AND h.ready
-                ORDER BY h.priority, h.run_at, h.seq
+                ORDER BY h.priority, h.fresh, h.run_at, h.seq
                 LIMIT 1) f ON true
         ) c
         WHERE s.queue = c.q AND s.session = c.s
@@ -211,8 +213,9 @@ BEGIN
         lease_expires_at = NULL, lease_worker = NULL
     WHERE id = p_id
     RETURNING * INTO j;
-    INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
-    VALUES (j.id, j.queue, j.group_key, j.session, j.priority, j.run_at, j.seq, j.state = 1);
+    INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, fresh, ready)
+    VALUES (j.id, j.queue, j.group_key, j.session, j.priority, j.run_at, j.seq,
+            NOT wq_continued(j.history), j.state = 1);
     PERFORM wq_wake(j.queue);
     RETURN j.state;
 END $$;
@@ -271,6 +274,14 @@ LANGUAGE sql STABLE AS $$
                       'outcome', p_outcome)
                   || CASE WHEN p_error IS NULL THEN '{}'::jsonb
                           ELSE jsonb_build_object('error', p_error) END)
+$$;
+
+-- Whether a job whose history this is waits between steps: its last run
+-- ended with a step (`wq_core::Job::continued`). A plain expression, so that
+-- the planner inlines it.
+CREATE FUNCTION wq_continued(p_history jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_history -> -1 ->> 'outcome' = 'continued', false)
 $$;
 
 CREATE FUNCTION wq_finish(p_id uuid, p_state smallint, p_error text, p_now timestamptz)
@@ -674,7 +685,7 @@ BEGIN
                            CASE WHEN s.rate_starts IS NULL THEN p_limit ELSE 1 END) AS allow
               FROM sessions s
               WHERE s.queue = p_queue AND s.state = 2
-              ORDER BY s.front_priority, s.front_run_at, s.front_seq
+              ORDER BY s.front_priority, s.front_fresh, s.front_run_at, s.front_seq
               LIMIT p_limit
               FOR UPDATE SKIP LOCKED) x;
     END IF;
@@ -687,7 +698,7 @@ BEGIN
             WHERE h.id = ANY(ARRAY(
                 SELECT id FROM heads
                 WHERE queue = p_queue AND ready AND session IS NULL
-                ORDER BY priority, run_at, seq
+                ORDER BY priority, fresh, run_at, seq
                 LIMIT p_limit
                 FOR UPDATE SKIP LOCKED))
             RETURNING h.id
@@ -706,26 +717,26 @@ BEGIN
     -- jobs are taken SKIP LOCKED together.
     v_ids := ARRAY(
         SELECT c.id FROM (
-            SELECT c.id, c.priority, c.run_at, c.seq FROM (
-                SELECT h.id, h.priority, h.run_at, h.seq
+            SELECT c.id, c.priority, c.fresh, c.run_at, c.seq FROM (
+                SELECT h.id, h.priority, h.fresh, h.run_at, h.seq
                 FROM heads h JOIN jobs j ON j.id = h.id
                 WHERE h.queue = p_queue AND h.ready AND h.session IS NULL
-                ORDER BY h.priority, h.run_at, h.seq
+                ORDER BY h.priority, h.fresh, h.run_at, h.seq
                 LIMIT p_limit
                 FOR UPDATE OF h, j SKIP LOCKED) c
             UNION ALL
-            SELECT x.id, x.priority, x.run_at, x.seq
+            SELECT x.id, x.priority, x.fresh, x.run_at, x.seq
             FROM unnest(v_names, v_allow) AS t(name, allow)
             CROSS JOIN LATERAL (
-                SELECT h.id, h.priority, h.run_at, h.seq
+                SELECT h.id, h.priority, h.fresh, h.run_at, h.seq
                 FROM heads h JOIN jobs j ON j.id = h.id
                 WHERE h.queue = p_queue AND h.session = t.name AND h.session IS NOT NULL
                   AND h.ready
-                ORDER BY h.priority, h.run_at, h.seq
+                ORDER BY h.priority, h.fresh, h.run_at, h.seq
                 LIMIT t.allow
                 FOR UPDATE OF h, j SKIP LOCKED) x
         ) c
-        ORDER BY c.priority, c.run_at, c.seq
+        ORDER BY c.priority, c.fresh, c.run_at, c.seq
         LIMIT p_limit);
     RETURN QUERY
     WITH picked AS (
@@ -738,16 +749,18 @@ BEGIN
     FROM picked
     WHERE j.id = picked.id
     RETURNING j.*;
-    -- Each start counts, and under a rate (one start per claim) pushes the
-    -- next one back (see wq_sessions_apply). Every session started from
-    -- is one this claim locked above: no lock is taken again.
+    -- Each start counts, and under a rate (one job per claim) pushes the
+    -- next one back (see wq_sessions_apply); a job between steps runs but
+    -- is no start. Every session started from is one this claim locked
+    -- above: no lock is taken again.
     SELECT array_agg(t.q ORDER BY t.s), array_agg(t.s ORDER BY t.s),
            array_agg(t.n ORDER BY t.s), array_agg(t.token ORDER BY t.s)
     INTO v_sq, v_ss, v_sn, v_st
     FROM (SELECT j.queue AS q, j.session AS s, -count(*)::integer AS n,
-                 max(j.lease_token) AS token
+                 max(j.lease_token) FILTER (WHERE NOT wq_continued(j.history)) AS token
           FROM unnest(v_ids) AS i(id)
-          CROSS JOIN LATERAL (SELECT queue, session, lease_token FROM jobs WHERE id = i.id) j
+          CROSS JOIN LATERAL (SELECT queue, session, lease_token, history
+                              FROM jobs WHERE id = i.id) j
           WHERE j.session IS NOT NULL
           GROUP BY j.queue, j.session) t;
     IF v_sq IS NOT NULL THEN
@@ -771,10 +784,12 @@ BEGIN
         SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
             lease_expires_at = NULL, lease_worker = NULL, lease_started_at = NULL
         WHERE id = ANY(p_ids)
-        RETURNING id, queue, group_key, session, priority, run_at, seq, state
+        RETURNING id, queue, group_key, session, priority, run_at, seq, history, state
     ), headed AS (
-        INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, ready)
-        SELECT id, queue, group_key, session, priority, run_at, seq, state = 1 FROM placed
+        INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, fresh, ready)
+        SELECT id, queue, group_key, session, priority, run_at, seq, NOT wq_continued(history),
+               state = 1
+        FROM placed
         RETURNING queue
     )
     SELECT array_agg(DISTINCT queue) INTO v_queues FROM headed;

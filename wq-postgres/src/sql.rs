@@ -125,7 +125,8 @@ impl Sql {
                    AS in_group, \
                    (SELECT count(*) FROM {s}.jobs o \
                      WHERE o.queue = j.queue AND o.state IN (0, 1) \
-                       AND (o.priority, o.run_at, o.seq) < (j.priority, j.run_at, j.seq)) \
+                       AND (o.priority, NOT {s}.wq_continued(o.history), o.run_at, o.seq) \
+                         < (j.priority, NOT {s}.wq_continued(j.history), j.run_at, j.seq)) \
                    AS in_queue \
                  FROM {s}.jobs j WHERE j.id = $1"
             )),

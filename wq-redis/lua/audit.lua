@@ -28,8 +28,8 @@ local function waiting(st) return st == 'scheduled' or st == 'available' end
 
 -- Whether a waiting job is where a claim or the promotion finds it: due
 -- in `ready` or its session's index, or in `sched`.
-local function placed(id, pr, ra, sq, s)
-  return redis.call('ZSCORE', ready_of(s), member(pr, ra, sq, id)) ~= false
+local function placed(id, pr, ra, sq, s, cn)
+  return redis.call('ZSCORE', ready_of(s), member(pr, ra, sq, id, cn)) ~= false
     or redis.call('ZSCORE', K.sched, id) ~= false
 end
 
@@ -86,8 +86,8 @@ local function check_head(g, seen)
     check_lease(info.head, g)
     return
   end
-  local f = redis.call('HMGET', jkey(info.head), 'pr', 'ra', 'sq', 's')
-  if placed(info.head, f[1], f[2], f[3], f[4]) then return end
+  local f = redis.call('HMGET', jkey(info.head), 'pr', 'ra', 'sq', 's', 'cn')
+  if placed(info.head, f[1], f[2], f[3], f[4], f[5]) then return end
   if repair then
     -- Finished entries before the head are what kept it from being placed
     -- when its predecessor left the line.
@@ -105,11 +105,11 @@ if phase == 'wait' then
   local members = redis.call('ZRANGE', K.wait, start, '+', 'BYLEX', 'LIMIT', 0, budget)
   for _, m in ipairs(members) do
     local id = string.sub(m, SORT_KEY_LEN + 1)
-    local f = redis.call('HMGET', jkey(id), 'st', 'g', 'pr', 'ra', 'sq', 's')
+    local f = redis.call('HMGET', jkey(id), 'st', 'g', 'pr', 'ra', 'sq', 's', 'cn')
     if waiting(f[1]) then
       checked = checked + 1
       local g = f[2]
-      local here = placed(id, f[3], f[4], f[5], f[6])
+      local here = placed(id, f[3], f[4], f[5], f[6], f[7])
       if not g then
         if not here then
           if repair then requeue(id, now, nil, nil, true) end
@@ -119,7 +119,7 @@ if phase == 'wait' then
         local info = group(g)
         if here and (info.held or info.head ~= id) then
           if repair then
-            redis.call('ZREM', ready_of(f[6]), member(f[3], f[4], f[5], id))
+            redis.call('ZREM', ready_of(f[6]), member(f[3], f[4], f[5], id, f[7]))
             redis.call('ZREM', K.sched, id)
             if f[6] then session(f[6]).dirty = true end
           end

@@ -13,15 +13,20 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', K.leases, id)
   -- FINISH_FIELDS, then the most attempts, the cancellation flag and
   -- RUN_FIELDS (the attempt first).
-  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 's', 'mx', 'cr', unpack(RUN_FIELDS))
+  local f = redis.call('HMGET', jkey(id), 'st', 'pr', 'ra', 'sq', 'g', 's', 'cn', 'mx', 'cr', unpack(RUN_FIELDS))
   if f[1] then
     local fields = {}
-    record_run(fields, id, now, 'lapsed', LEASE_LAPSED, unpack(f, 9))
+    record_run(fields, id, now, 'lapsed', LEASE_LAPSED, unpack(f, 10))
+    -- A lapsed run ends a job's steps: it waits as one not yet started.
+    if f[7] == '1' then
+      f[7] = ''
+      push(fields, 'cn', '')
+    end
     local state
-    if f[8] then
+    if f[9] then
       state = 'cancelled'
       finish(id, f, state, now, cfg, fields)
-    elseif tonumber(f[9]) >= tonumber(f[7]) then
+    elseif tonumber(f[10]) >= tonumber(f[8]) then
       state = 'dead'
       push(fields, 'er', LEASE_LAPSED)
       finish(id, f, state, now, cfg, fields)

@@ -14,8 +14,8 @@ local function revive(id)
   redis.call('HSET', jk, 'at', 0, 'ra', now)
   -- A revived job starts a new life: the acknowledgement that killed it,
   -- sent again, is stale from now on (as in memory and Postgres), and it
-  -- starts again from its first step.
-  redis.call('HDEL', jk, 'cr', 'fa', 'ak', 'sp')
+  -- starts again from its first step, as a job not yet started.
+  redis.call('HDEL', jk, 'cr', 'fa', 'ak', 'sp', 'cn')
   set_state(jk, f[1], 'available', now)
   session_moved(f[3], f[1], 'available')
   local g = f[2]

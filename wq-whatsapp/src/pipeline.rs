@@ -86,12 +86,11 @@ pub struct PipelineConfig {
     pub typing_piece: Duration,
     /// Whether the pipeline's waits (typing, and a written send's wait for
     /// the server's acknowledgement) run as steps that free the worker's
-    /// slot (the default) or inside the run that sends. A step is a claim:
-    /// under a session rate it takes one of the session's starts, and once
-    /// due it sorts behind every message enqueued before it, so with a
-    /// backlog a rate-limited session types to new contacts instead of
-    /// sending (see `docs/whatsapp.md`). Waiting inside the send holds a
-    /// slot meanwhile and keeps one start per message.
+    /// slot (the default) or inside the run that sends, holding a slot
+    /// meanwhile. A message between steps takes no start from its session's
+    /// rate and, once due, runs before the messages that have not started,
+    /// so under a rate the typing of one message never costs the next its
+    /// turn (see `docs/sessions.md`).
     pub steps: bool,
     /// How long a send the bridge only wrote ([`AckLevel::Written`]) waits
     /// for the server's acknowledgement before it counts as maybe sent.

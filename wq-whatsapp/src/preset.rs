@@ -29,9 +29,8 @@ impl Preset {
     /// WhatsApp Web), where bursts get numbers banned: one send at a time,
     /// at most 12 a minute with up to 2 s of random extra spacing, 3 s
     /// between two messages to one contact, typing sized to each message
-    /// and shown inside the run that sends, right before it (under a rate,
-    /// typing in steps would starve the sends; see
-    /// [`PipelineConfig::steps`]).
+    /// and shown in steps that hold no worker slot (a message between steps
+    /// takes no start from the rate, so typing never delays the sends).
     pub fn unofficial() -> Self {
         Self {
             session: SessionLimits::new()
@@ -44,7 +43,7 @@ impl Preset {
                 cap: Duration::from_secs(600),
                 ..RetryPolicy::default()
             },
-            pipeline: PipelineConfig::default().steps(false),
+            pipeline: PipelineConfig::default(),
         }
     }
 

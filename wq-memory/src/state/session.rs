@@ -57,8 +57,14 @@ impl Session {
             .is_some_and(|max| self.running >= u64::from(max))
     }
 
+    pub(super) fn has_rate(&self) -> bool {
+        self.limits.rate.is_some()
+    }
+
     /// Where the session belongs now. A timer may lie in the past (no
-    /// claim has looked since): the next claim's promotion opens it.
+    /// claim has looked since): the next claim's promotion opens it. A
+    /// best head between steps (not fresh) runs without a start, so the
+    /// rate does not hold it back.
     fn wanted_slot(&self) -> Slot {
         let Some((&best, _)) = self.ready.first_key_value() else {
             return Slot::Idle;
@@ -67,7 +73,7 @@ impl Session {
             return Slot::Idle;
         }
         match (self.limits.rate, self.next_start) {
-            (Some(_), Some(at)) if !self.rate_open => Slot::Timer(at),
+            (Some(_), Some(at)) if !self.rate_open && best.1 => Slot::Timer(at),
             _ => Slot::Ready(best),
         }
     }

@@ -1,9 +1,9 @@
 -- The fields an acknowledgement reads: FINISH_FIELDS, then the lease, the
 -- most attempts, the cancellation flag, the token of the last
 -- acknowledgement applied, the last error, and RUN_FIELDS.
-local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'tk', 'lx', 'mx', 'cr', 'ak', 'er', unpack(RUN_FIELDS) }
+local ACK_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'cn', 'tk', 'lx', 'mx', 'cr', 'ak', 'er', unpack(RUN_FIELDS) }
 -- Where RUN_FIELDS start in ACK_FIELDS; the first is the attempt.
-local ACK_RUN = 13
+local ACK_RUN = 14
 
 -- How a run acknowledged with `action` ends, when neither completed nor
 -- cancelled nor dead for want of attempts.
@@ -25,6 +25,13 @@ end
 local function give_back(id, f, action, run_at, msg, now, attempt, fields)
   local extra = { 'tk', '', 'lx', '', 'wk', '', 'ls', '', unpack(fields) }
   local given_back = int(math.max(attempt - 1, 0))
+  -- Between steps after a step, fresh after anything else (written only
+  -- when it changes).
+  local cn = action == 's' and '1' or ''
+  if (f[7] or '') ~= cn then
+    f[7] = cn
+    push(extra, 'cn', cn)
+  end
   if action == 'r' then
     f[3] = run_at
     push(extra, 'er', msg)
@@ -60,18 +67,18 @@ end
 local function ack_one(id, token, action, run_at, msg, now, cfg)
   local f = redis.call('HMGET', jkey(id), unpack(ACK_FIELDS))
   if not f[1] then return 'notfound' end
-  if f[1] ~= 'running' or f[7] ~= token or tonumber(f[8]) <= tonumber(now) then
-    if f[11] == token and f[1] ~= 'running' then return f[1] end
+  if f[1] ~= 'running' or f[8] ~= token or tonumber(f[9]) <= tonumber(now) then
+    if f[12] == token and f[1] ~= 'running' then return f[1] end
     return 'stale'
   end
   push(later.unlease, id)
   local attempt = tonumber(f[ACK_RUN])
-  local outcome = run_outcome(action, f[10], attempt >= tonumber(f[9]))
+  local outcome = run_outcome(action, f[11], attempt >= tonumber(f[10]))
   local fields = { 'ak', token }
   record_run(fields, id, now, outcome, RUN_ERRORS[action] and msg or nil, unpack(f, ACK_RUN))
   if outcome == 'completed' then
     -- A completed job's earlier failure no longer describes it.
-    if f[12] then redis.call('HDEL', jkey(id), 'er') end
+    if f[13] then redis.call('HDEL', jkey(id), 'er') end
     -- Before finish(), which deletes the job of a queue that keeps none.
     if msg ~= '' then redis.call('SET', okey(id), msg) end
   elseif outcome == 'dead' then

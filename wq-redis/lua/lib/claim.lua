@@ -159,7 +159,8 @@ local function claim(now, lease_until, worker, limit, cfg)
     -- A job that runs holds no output: only a completion stores one.
     out[i] = { ids[i], payloads[i], fields, history, false }
     local s = owners and owners[i] and session(owners[i])
-    if s and s.sp then
+    -- A job between steps has had its start: the rate keeps its time.
+    if s and s.sp and not continued(members[i]) then
       s.ns = at + spacing_after(s, tokens[i])
       s.rate_open = false
     end

@@ -34,8 +34,11 @@ local K = setmetatable({}, { __index = function(t, name)
 end })
 local WAKE_CHANNEL = B .. ':wake'
 local LEASE_LAPSED = 'lease expired: the worker stopped heartbeating (crashed or stalled)'
--- member() is a 30-character sort key followed by the job id.
-local SORT_KEY_LEN = 30
+-- member() is a 31-character sort key followed by the job id.
+local SORT_KEY_LEN = 31
+-- Whether a member is a job between steps (see member()), which runs
+-- without a start under its session's rate.
+local function continued(m) return string.sub(m, 5, 5) == '0' end
 
 local function jkey(id) return B .. ':j:' .. id end
 local function pkey(id) return B .. ':p:' .. id end
@@ -154,7 +157,8 @@ local function place(s, wake)
   if not s.paused and (not s.mr or s.running < s.mr) then
     local best = redis.call('ZRANGE', srkey(s.name), 0, 0)[1]
     if best then
-      if s.sp and s.ns and not s.rate_open then
+      -- A head between steps takes no start: the rate does not hold it.
+      if s.sp and s.ns and not s.rate_open and not continued(best) then
         want, at = 't', s.ns
       else
         want = string.sub(best, 1, SORT_KEY_LEN) .. s.name
@@ -241,11 +245,17 @@ local UNKNOWN_QUEUE = 'WQUNKNOWN queue not declared'
 -- The order of due heads: priority, then run_at, then sequence, as
 -- fixed-width hex so that the lexicographic order of a zset with equal
 -- scores is that order. A run_at before the epoch sorts as the epoch.
-local function member(pr, ra, sq, id)
+-- A job's place in the queue's order: priority, then '0' for a job between
+-- steps (its `cn`, '1' from a step until its next run ends otherwise) and
+-- '1' for the rest, then run_at and enqueue order. A job between steps has
+-- started already, so it comes first at its priority (docs/sessions.md).
+local function member(pr, ra, sq, id, cn)
   local r = tonumber(ra)
   if r < 0 then r = 0 end
-  return string.format('%04x%014x%012x', tonumber(pr) + 32768, r, tonumber(sq)) .. id
+  local fresh = cn == '1' and '0' or '1'
+  return string.format('%04x%s%014x%012x', tonumber(pr) + 32768, fresh, r, tonumber(sq)) .. id
 end
+
 
 local function set_state(jk, from, to, now)
   redis.call('HSET', jk, 'st', to, 'ua', now)
@@ -294,7 +304,7 @@ local function record_run(fields, id, now, outcome, err, attempt, started, worke
 end
 
 -- The fields finish() and requeue() need, in this order.
-local FINISH_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's' }
+local FINISH_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's', 'cn' }
 
 -- Puts a job that heads its group (or has none) back in the indexes, as
 -- scheduled or available by its run_at; returns the state. `f` holds
@@ -305,7 +315,7 @@ local FINISH_FIELDS = { 'st', 'pr', 'ra', 'sq', 'g', 's' }
 local function requeue(id, now, f, extra, waiting)
   local jk = jkey(id)
   f = f or redis.call('HMGET', jk, unpack(FINISH_FIELDS))
-  local m = member(f[2], f[3], f[4], id)
+  local m = member(f[2], f[3], f[4], id, f[7])
   local state = 'scheduled'
   if tonumber(f[3]) <= tonumber(now) then
     state = 'available'
@@ -360,7 +370,7 @@ local function advance(g, next, now, cfg)
     local f = redis.call('HMGET', jkey(next), unpack(FINISH_FIELDS))
     if cfg.gap > 0 and tonumber(f[3]) < until_ then
       -- Its sort key changes with run_at: `wait` gets the new one.
-      redis.call('ZREM', K.wait, member(f[2], f[3], f[4], next))
+      redis.call('ZREM', K.wait, member(f[2], f[3], f[4], next, f[7]))
       f[3] = int(until_)
       requeue(next, now, f, { 'ra', f[3] })
     else
@@ -396,7 +406,7 @@ end
 local function finish(id, f, state, now, cfg, extra)
   local jk = jkey(id)
   if is_waiting(f[1]) then
-    local m = member(f[2], f[3], f[4], id)
+    local m = member(f[2], f[3], f[4], id, f[7])
     redis.call('ZREM', ready_of(f[6]), m)
     redis.call('ZREM', K.wait, m)
     redis.call('ZREM', K.sched, id)
@@ -436,9 +446,9 @@ local function promote(now, max, cfg, wake)
   local ids = redis.call('ZRANGEBYSCORE', K.sched, '-inf', now, 'LIMIT', 0, max)
   for _, id in ipairs(ids) do
     local jk = jkey(id)
-    local f = redis.call('HMGET', jk, 'st', 'pr', 'ra', 'sq', 's')
+    local f = redis.call('HMGET', jk, 'st', 'pr', 'ra', 'sq', 's', 'cn')
     redis.call('ZREM', K.sched, id)
-    redis.call('ZADD', ready_of(f[5]), 0, member(f[2], f[3], f[4], id))
+    redis.call('ZADD', ready_of(f[5]), 0, member(f[2], f[3], f[4], id, f[6]))
     set_state(jk, f[1], 'available', now)
     if f[5] then session(f[5]).dirty = true end
   end

@@ -208,6 +208,111 @@ pub async fn session_rates_space_starts<T: TestBackend>(t: &T) -> TestResult {
     .await
 }
 
+/// A job between steps has started already: once due it comes before
+/// every job of its priority that has not (with a session or without), and
+/// its next run takes no start from its session's rate, so a message that
+/// is typing sends on time while the rate spaces the messages that have not
+/// started (docs/sessions.md).
+pub async fn steps_keep_their_place_and_take_no_start<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("send")).await?;
+        let t0 = clock.now();
+        let typing = |at: Timestamp| AckAction::Continue {
+            run_at: at,
+            step: "typing".into(),
+        };
+
+        // Under a rate of one start per 10 s.
+        client
+            .set_session_limits(
+                "send",
+                "n1",
+                SessionLimits::new().rate(Rate::new(1, secs(10))),
+            )
+            .await?;
+        let mut jobs = Vec::new();
+        for g in ["a", "b"] {
+            jobs.push(client.enqueue(sent("send", "n1", g)).await?.job);
+        }
+        let first = claim(&b, "send", 10, t0, secs(30)).await?;
+        ensure_eq!(ids(&first), vec![jobs[0].id], "the first start");
+        ack(&b, &first[0], typing(t0 + secs(2)), t0 + secs(1)).await?;
+        let q = QueueName::from("send");
+        ensure_eq!(
+            b.next_due(&q, t0 + secs(1)).await?,
+            Some(t0 + secs(2)),
+            "next due: the step, before the session's next start"
+        );
+        ensure!(
+            claim(&b, "send", 10, t0 + secs(1), secs(30))
+                .await?
+                .is_empty(),
+            "nothing runs before the step is due"
+        );
+        let again = claim(&b, "send", 10, t0 + secs(2), secs(30)).await?;
+        ensure_eq!(
+            ids(&again),
+            vec![jobs[0].id],
+            "the step runs when due, inside the rate's spacing, and alone"
+        );
+        ensure_eq!(again[0].step.as_deref(), Some("typing"), "the step kept");
+        ensure_eq!(again[0].attempt, 1, "the same attempt");
+        ensure_eq!(
+            client.session("send", "n1").await?.and_then(|i| i.next_start),
+            Some(t0 + secs(10)),
+            "a step takes no start: next_start is the first start's"
+        );
+        ack(&b, &again[0], AckAction::complete(), t0 + secs(3)).await?;
+        ensure!(
+            claim(&b, "send", 10, t0 + secs(9), secs(30))
+                .await?
+                .is_empty(),
+            "the next message waits for the rate"
+        );
+        ensure_eq!(
+            ids(&claim(&b, "send", 10, t0 + secs(10), secs(30)).await?),
+            vec![jobs[1].id],
+            "the next message at the rate's spacing"
+        );
+
+        // Its place: ahead of jobs that were due before it, with a session
+        // and without.
+        let t1 = t0 + secs(20);
+        for (session, prefix) in [(Some("n2"), "s"), (None, "p")] {
+            let mut line = Vec::new();
+            for n in 0..2 {
+                let g = format!("{prefix}{n}");
+                let mut e = Enqueue::new("send", &g).group(g.as_str()).run_at(t1);
+                if let Some(session) = session {
+                    e = e.session(session);
+                }
+                line.push(client.enqueue(e).await?.job);
+            }
+            let head = claim(&b, "send", 1, t1, secs(30)).await?;
+            ensure_eq!(ids(&head), vec![line[0].id], "{prefix}: the first in order");
+            ack(&b, &head[0], typing(t1 + secs(1)), t1).await?;
+            let pos = b
+                .position(line[1].id)
+                .await?
+                .ok_or_else(|| Failure::new("no position"))?;
+            ensure_eq!(pos.in_queue, 1, "{prefix}: the job between steps is ahead");
+            let next = claim(&b, "send", 1, t1 + secs(1), secs(30)).await?;
+            ensure_eq!(
+                ids(&next),
+                vec![line[0].id],
+                "{prefix}: the step comes before a job due since before it"
+            );
+            complete_all(&b, &next, t1 + secs(1)).await?;
+            let rest = claim(&b, "send", 10, t1 + secs(1), secs(30)).await?;
+            ensure_eq!(ids(&rest), vec![line[1].id], "{prefix}: then the rest");
+            complete_all(&b, &rest, t1 + secs(1)).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// A paused session starts nothing and spends no attempt; the rest of the
 /// queue goes on; resumed, its groups start in their order.
 pub async fn paused_sessions_hold_their_jobs<T: TestBackend>(t: &T) -> TestResult {

@@ -454,6 +454,67 @@ pub async fn inline_typing_sends_under_a_rate<T: TestBackend>(t: &T) -> TestResu
     .await
 }
 
+/// Typing in steps under a session rate with a backlog: a message between
+/// steps takes no start and goes before the messages that have not
+/// started, so each one sends when its typing ends, while the rate spaces
+/// the starts of the others. Twenty contacts, typing 400 ms each, 20 starts
+/// a second: at most 400 / 50 + 1 other messages can begin typing between a
+/// message's "typing…" and its send. Were steps starts that queue behind
+/// the backlog, the first message would wait for all 19 others to start.
+pub async fn stepped_typing_sends_under_a_rate<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare_quick(&client).await?;
+        let limits = SessionLimits::new()
+            .max_running(1)
+            .rate(wq_core::Rate::new(20, Duration::from_secs(1)));
+        b.set_session_limits(&QueueName::new(QUEUE), &SessionKey::new("inst-1"), &limits)
+            .await?;
+        let contacts: Vec<String> = (0..20).map(|n| format!("55119000001{n:02}")).collect();
+        let contacts: Vec<&str> = contacts.iter().map(String::as_str).collect();
+        enqueue(&client, "inst-1", &contacts, 1, 400).await?;
+        let bridge = ScriptedBridge::new(AckLevel::Server);
+        let running = start(&b, &bridge, config()).await?;
+        let done = wait_completed(&client, 20).await;
+        running.stop().await?;
+        done?;
+        let log: Vec<(String, Did)> = bridge
+            .log
+            .lock()
+            .iter()
+            .map(|(_, to, d)| (to.clone(), d.clone()))
+            .collect();
+        for (i, (to, did)) in log.iter().enumerate() {
+            if did != &Did::Presence(Presence::Composing) {
+                continue;
+            }
+            let send = log[i..]
+                .iter()
+                .position(|(t, d)| t == to && matches!(d, Did::Send(_)))
+                .ok_or_else(|| Failure::new(format!("{to}: typing without a send")))?;
+            let started_meanwhile = log[i + 1..i + send]
+                .iter()
+                .filter(|(_, d)| d == &Did::Presence(Presence::Composing))
+                .count();
+            ensure!(
+                started_meanwhile <= 9,
+                "{to}: {started_meanwhile} messages began typing between its typing and its \
+                 send: {log:?}"
+            );
+        }
+        for job in client.list(wq_core::ListQuery::new().queue(QUEUE)).await? {
+            let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome).collect();
+            ensure_eq!(
+                outcomes,
+                vec![AttemptOutcome::Continued, AttemptOutcome::Completed],
+                "a typing step, then the send"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// A session whose link is down is paused: its messages wait, spending no
 /// attempt and sending nothing, until the link is back; then the pipeline
 /// resumes it and they go out in order.
