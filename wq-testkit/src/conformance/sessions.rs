@@ -259,7 +259,10 @@ pub async fn steps_keep_their_place_and_take_no_start<T: TestBackend>(t: &T) -> 
         ensure_eq!(again[0].step.as_deref(), Some("typing"), "the step kept");
         ensure_eq!(again[0].attempt, 1, "the same attempt");
         ensure_eq!(
-            client.session("send", "n1").await?.and_then(|i| i.next_start),
+            client
+                .session("send", "n1")
+                .await?
+                .and_then(|i| i.next_start),
             Some(t0 + secs(10)),
             "a step takes no start: next_start is the first start's"
         );
