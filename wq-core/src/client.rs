@@ -13,7 +13,7 @@ use crate::events::{EventKind, Events, JobEvent, listening};
 use crate::job::{Job, JobId, JobState, NewJob, Payload, RunAt};
 use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::queue::{QueueConfig, QueueInfo};
-use crate::session::{SessionInfo, SessionLimits, Sessions};
+use crate::session::{PauseChange, SessionInfo, SessionLimits, Sessions};
 use crate::store::{Counts, DeadJobs, Enqueued, ListQuery, Position, Store};
 use crate::time::{SharedClock, SystemClock, Timestamp};
 use crate::typed::IntoEnqueue;
@@ -552,24 +552,38 @@ impl<S: Store + Sessions> Client<S> {
             .await?)
     }
 
-    /// Stops workers from starting `session`'s jobs; its groups keep their
-    /// order and no attempt is spent.
+    /// Stops workers from starting `session`'s jobs, as an operator
+    /// ([`OPERATOR_PAUSE`](crate::OPERATOR_PAUSE), which no process lifts
+    /// by itself); its groups keep their order and no attempt is spent.
     pub async fn pause_session(&self, queue: &str, session: &str) -> Result<(), Error> {
-        let (queue, session) = self.session_key(queue, session).await?;
-        Ok(self
-            .inner
-            .store
-            .set_session_paused(&queue, &session, true)
-            .await?)
+        self.change_session_pause(queue, session, PauseChange::operator())
+            .await
+            .map(drop)
     }
 
-    /// Lets workers start `session`'s jobs again, waking them at once.
+    /// Lets workers start `session`'s jobs again, whoever paused it and
+    /// why, waking them at once.
     pub async fn resume_session(&self, queue: &str, session: &str) -> Result<(), Error> {
+        self.change_session_pause(queue, session, PauseChange::Resume)
+            .await
+            .map(drop)
+    }
+
+    /// Changes `session`'s pause as `change` says against the pause in
+    /// force; true if it changed. A bad reason gets a [`ValidationError`]
+    /// naming `reason`.
+    pub async fn change_session_pause(
+        &self,
+        queue: &str,
+        session: &str,
+        change: PauseChange,
+    ) -> Result<bool, Error> {
         let (queue, session) = self.session_key(queue, session).await?;
+        change.validate()?;
         Ok(self
             .inner
             .store
-            .set_session_paused(&queue, &session, false)
+            .set_session_paused(&queue, &session, &change)
             .await?)
     }
 

@@ -93,7 +93,10 @@ pub use repeat::Repeat;
 pub use retry::RetryPolicy;
 pub use scheduler::{Scheduler, WakeSender, WakeSignal, Wakeups, chained_run_at};
 pub use service::{HandlerService, ServiceHandler};
-pub use session::{MAX_RATE_STARTS, Rate, SessionInfo, SessionLimits, Sessions};
+pub use session::{
+    MAX_PAUSE_REASON, MAX_RATE_STARTS, OPERATOR_PAUSE, PauseChange, Rate, SessionInfo,
+    SessionLimits, Sessions,
+};
 pub use store::{
     Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
     ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, RescuedJob, Store,

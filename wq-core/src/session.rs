@@ -161,6 +161,8 @@ pub struct SessionInfo {
     pub limits: SessionLimits,
     /// Whether claiming its jobs is paused.
     pub paused: bool,
+    /// Why, as the pause said ([`PauseChange`]); `None` when not paused.
+    pub pause_reason: Option<String>,
     /// Its jobs running now.
     pub running: u64,
     /// Its jobs waiting (scheduled or available).
@@ -179,12 +181,75 @@ impl SessionInfo {
             session,
             limits: SessionLimits::default(),
             paused: false,
+            pause_reason: None,
             running: 0,
             waiting: 0,
             next_start: None,
         }
     }
 }
+
+/// The reason [`PauseChange::operator`] gives: a pause by a person, which
+/// only a person lifts.
+pub const OPERATOR_PAUSE: &str = "operator";
+
+/// A change to a session's pause, applied in one atomic step against the
+/// pause the store holds, so that whoever paused a session for one reason
+/// is not undone by whoever resumes it for another: a process that paused a
+/// number because its link went down resumes it with
+/// [`ResumeIf`](PauseChange::ResumeIf) that reason, and leaves alone a pause
+/// an operator took meanwhile. The reason is kept with the session
+/// ([`SessionInfo::pause_reason`]), so any process can look after a pause
+/// another one took. (Not `non_exhaustive`: every backend must apply every
+/// change.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PauseChange {
+    /// Pause for this reason, replacing the reason of a pause in force.
+    Pause(String),
+    /// Pause for this reason unless paused already: a pause in force keeps
+    /// its reason.
+    PauseUnlessPaused(String),
+    /// Resume, whatever the reason.
+    Resume,
+    /// Resume only a pause for exactly this reason.
+    ResumeIf(String),
+}
+
+impl PauseChange {
+    /// A pause by an operator ([`OPERATOR_PAUSE`]).
+    pub fn operator() -> Self {
+        PauseChange::Pause(OPERATOR_PAUSE.into())
+    }
+
+    /// The reason must not be blank, at most [`MAX_PAUSE_REASON`] bytes,
+    /// with no control characters (field `reason`).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            PauseChange::Pause(r)
+            | PauseChange::PauseUnlessPaused(r)
+            | PauseChange::ResumeIf(r) => crate::validate::name_like("reason", r, MAX_PAUSE_REASON),
+            PauseChange::Resume => Ok(()),
+        }
+    }
+
+    /// What a session paused (`Some(reason)`) or not (`None`) becomes:
+    /// `Some(new pause)` if the change applies, else `None`. Every backend
+    /// applies this rule; the memory backend calls it.
+    pub fn apply(&self, current: Option<&str>) -> Option<Option<String>> {
+        match (self, current) {
+            (PauseChange::Pause(r), Some(c)) if c == r => None,
+            (PauseChange::Pause(r), _) => Some(Some(r.clone())),
+            (PauseChange::PauseUnlessPaused(r), None) => Some(Some(r.clone())),
+            (PauseChange::PauseUnlessPaused(_), Some(_)) => None,
+            (PauseChange::Resume, Some(_)) => Some(None),
+            (PauseChange::ResumeIf(r), Some(c)) if c == r => Some(None),
+            (PauseChange::Resume | PauseChange::ResumeIf(_), _) => None,
+        }
+    }
+}
+
+/// The longest pause reason, in bytes.
+pub const MAX_PAUSE_REASON: usize = 200;
 
 /// Sessions of a queue: their limits, pause and counts.
 ///
@@ -200,15 +265,17 @@ pub trait Sessions: Send + Sync + 'static {
         limits: &SessionLimits,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Pauses or resumes claiming a session's jobs (creating it if needed);
-    /// enqueueing goes on, no attempt is spent and its groups keep their
-    /// order.
+    /// Pauses or resumes claiming a session's jobs (creating it if needed)
+    /// as `change` says against the pause in force ([`PauseChange::apply`]);
+    /// true if the pause or its reason changed. Enqueueing goes on, no
+    /// attempt is spent and its groups keep their order. The caller passes
+    /// a valid change ([`PauseChange::validate`]).
     fn set_session_paused(
         &self,
         queue: &QueueName,
         session: &SessionKey,
-        paused: bool,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        change: &PauseChange,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// One session; `None` if no job or operator ever named it.
     fn session_info(

@@ -32,7 +32,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use wq_core::{
     Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
-    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig,
+    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig,
     QueueInfo, QueueName, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits,
     Sessions, Store, StoreError, Timestamp, WakeSignal, Wakeups,
 };
@@ -201,9 +201,9 @@ impl Sessions for MemoryStore {
         &self,
         queue: &QueueName,
         session: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        self.with(|s| s.set_session_paused(queue, session, paused))
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| s.set_session_paused(queue, session, change))
     }
 
     async fn session_info(

@@ -137,6 +137,8 @@ CREATE TABLE sessions (
     rate_per_us    bigint,
     rate_jitter_us bigint,
     paused         boolean NOT NULL DEFAULT false,
+    -- Why, as the pause said (wq_core::PauseChange); NULL when not paused.
+    pause_reason   text,
     -- Its jobs running now.
     running        integer NOT NULL DEFAULT 0,
     -- The earliest time its rate lets it start a job; NULL before the first

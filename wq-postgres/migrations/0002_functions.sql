@@ -1387,29 +1387,45 @@ BEGIN
     RETURN p_limit - v_left;
 END $$;
 
--- Sets a session's limits (p_limits) and/or its pause (p_paused not NULL),
--- creating it if needed, and brings its state up to date: a session that
--- may start a job again wakes the queue's workers.
+-- Sets a session's limits (when p_limits) and changes its pause (when
+-- p_change is given: 1 pause for p_reason, 2 the same unless paused, 3
+-- resume, 4 resume only a pause for p_reason; see wq_core::PauseChange),
+-- creating the session if needed, under its row lock; then brings its state
+-- up to date for the claim. Returns whether the pause or its reason changed.
 CREATE FUNCTION set_session(p_queue text, p_session text, p_limits boolean,
                             p_max_running integer, p_rate_starts integer, p_rate_per_us bigint,
-                            p_rate_jitter_us bigint, p_paused boolean)
-RETURNS void
+                            p_rate_jitter_us bigint, p_change smallint, p_reason text)
+RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_was text;
+    v_now text;
 BEGIN
     PERFORM 1 FROM queues WHERE name = p_queue;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
     END IF;
     INSERT INTO sessions AS s (queue, session, max_running, rate_starts, rate_per_us,
-                               rate_jitter_us, paused)
-    VALUES (p_queue, p_session, p_max_running, p_rate_starts, p_rate_per_us, p_rate_jitter_us,
-            coalesce(p_paused, false))
+                               rate_jitter_us)
+    VALUES (p_queue, p_session, p_max_running, p_rate_starts, p_rate_per_us, p_rate_jitter_us)
     ON CONFLICT (queue, session) DO UPDATE
     SET max_running = CASE WHEN p_limits THEN p_max_running ELSE s.max_running END,
         rate_starts = CASE WHEN p_limits THEN p_rate_starts ELSE s.rate_starts END,
         rate_per_us = CASE WHEN p_limits THEN p_rate_per_us ELSE s.rate_per_us END,
-        rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END,
-        paused = coalesce(p_paused, s.paused);
+        rate_jitter_us = CASE WHEN p_limits THEN p_rate_jitter_us ELSE s.rate_jitter_us END
+    RETURNING s.pause_reason INTO v_was;
+    v_now := CASE p_change
+                 WHEN 1 THEN p_reason
+                 WHEN 2 THEN coalesce(v_was, p_reason)
+                 WHEN 3 THEN NULL
+                 WHEN 4 THEN CASE WHEN v_was = p_reason THEN NULL ELSE v_was END
+                 ELSE v_was END;
+    IF v_now IS DISTINCT FROM v_was THEN
+        UPDATE sessions SET pause_reason = v_now, paused = v_now IS NOT NULL
+        WHERE queue = p_queue AND session = p_session;
+    END IF;
     UPDATE queues SET has_sessions = true WHERE name = p_queue AND NOT has_sessions;
     PERFORM wq_sessions_sync(ARRAY[p_queue], ARRAY[p_session], NULL, NULL, NULL, NULL, NULL);
+    RETURN v_now IS DISTINCT FROM v_was;
 END $$;
+

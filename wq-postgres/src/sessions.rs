@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
-use wq_core::{QueueName, Rate, SessionInfo, SessionKey, SessionLimits, Sessions, StoreError};
+use wq_core::{
+    PauseChange, QueueName, Rate, SessionInfo, SessionKey, SessionLimits, Sessions, StoreError,
+};
 
 use crate::PgStore;
 use crate::codec::from_pg;
@@ -47,6 +49,7 @@ fn session(queue: &QueueName, row: &PgRow) -> Result<Option<SessionInfo>, sqlx::
     let mut info = SessionInfo::new(queue.clone(), SessionKey::new(key));
     info.limits = limits;
     info.paused = row.try_get("paused")?;
+    info.pause_reason = row.try_get("pause_reason")?;
     info.running = u64::try_from(row.try_get::<i32, _>("running")?).unwrap_or(0);
     info.waiting = u64::try_from(row.try_get::<i64, _>("waiting")?).unwrap_or(0);
     // Reported only while a rate applies, as the contract says.
@@ -60,19 +63,26 @@ fn session(queue: &QueueName, row: &PgRow) -> Result<Option<SessionInfo>, sqlx::
 }
 
 impl PgStore {
-    /// Sets a session's limits (when `limits` is given) and pause (when
-    /// `paused` is), then wakes this process's workers of the queue: the
-    /// change may let the session start a job (other processes wake on the
-    /// function's notification).
+    /// Sets a session's limits (when `limits` is given) and changes its
+    /// pause (when `pause` is), then wakes this process's workers of the
+    /// queue: the change may let the session start a job (other processes
+    /// wake on the function's notification). True if the pause changed.
     async fn set_session(
         &self,
         queue: &QueueName,
         key: &SessionKey,
         limits: Option<&SessionLimits>,
-        paused: Option<bool>,
-    ) -> Result<(), StoreError> {
+        pause: Option<&PauseChange>,
+    ) -> Result<bool, StoreError> {
         let rate = limits.and_then(|l| l.rate);
-        sqlx::query(self.inner.sql.set_session.clone())
+        let (change, reason) = match pause {
+            None => (None, None),
+            Some(PauseChange::Pause(r)) => (Some(1i16), Some(r.as_str())),
+            Some(PauseChange::PauseUnlessPaused(r)) => (Some(2), Some(r.as_str())),
+            Some(PauseChange::Resume) => (Some(3), None),
+            Some(PauseChange::ResumeIf(r)) => (Some(4), Some(r.as_str())),
+        };
+        let row = sqlx::query(self.inner.sql.set_session.clone())
             .bind(queue.as_str())
             .bind(key.as_str())
             .bind(limits.is_some())
@@ -84,12 +94,13 @@ impl PgStore {
             .bind(rate.map(|r| i32::try_from(r.starts).unwrap_or(i32::MAX)))
             .bind(rate.map(|r| micros(r.per)))
             .bind(rate.map(|r| micros(r.jitter)))
-            .bind(paused)
-            .execute(&self.inner.pool)
+            .bind(change)
+            .bind(reason)
+            .fetch_one(&self.inner.pool)
             .await
             .map_err(error::store)?;
         self.inner.wakeups.wake(queue);
-        Ok(())
+        row.try_get("changed").map_err(error::store)
     }
 }
 
@@ -101,16 +112,18 @@ impl Sessions for PgStore {
         limits: &SessionLimits,
     ) -> Result<(), StoreError> {
         limits.validate()?;
-        self.set_session(queue, session, Some(limits), None).await
+        self.set_session(queue, session, Some(limits), None)
+            .await
+            .map(drop)
     }
 
     async fn set_session_paused(
         &self,
         queue: &QueueName,
         session: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        self.set_session(queue, session, None, Some(paused)).await
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
+        self.set_session(queue, session, None, Some(change)).await
     }
 
     async fn session_info(

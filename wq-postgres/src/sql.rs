@@ -53,7 +53,7 @@ impl Sql {
         // A session as operators see it; `waiting` from its partial index.
         let session = format!(
             "SELECT s.session, s.max_running, s.rate_starts, s.rate_per_us, s.rate_jitter_us, \
-               s.paused, s.running, s.next_start, \
+               s.paused, s.pause_reason, s.running, s.next_start, \
                (SELECT count(*) FROM {s}.jobs j \
                  WHERE j.queue = s.queue AND j.session = s.session AND j.state < 2 \
                    AND j.session IS NOT NULL) AS waiting \
@@ -148,7 +148,7 @@ impl Sql {
                 "DELETE FROM {s}.locks WHERE name = $1 AND token = $2"
             )),
             set_session: stmt(format!(
-                "SELECT {s}.set_session($1, $2, $3, $4, $5, $6, $7, $8)::text"
+                "SELECT {s}.set_session($1, $2, $3, $4, $5, $6, $7, $8, $9) AS changed"
             )),
             // A row for the queue (none: no such queue) joined with the
             // session, or the page (NULL columns: none).

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::Value;
 use wq_core::{
-    QueueName, Rate, SessionInfo, SessionKey, SessionLimits, Sessions, StoreError, Timestamp,
+    PauseChange, QueueName, Rate, SessionInfo, SessionKey, SessionLimits, Sessions, StoreError,
+    Timestamp,
 };
 
 use crate::error::reply;
@@ -17,12 +18,13 @@ use crate::store::RedisStore;
 
 impl RedisStore {
     /// Runs `lua/session.lua` for one session; `args` follow its name.
+    /// Returns what the script answered after its wake-up flag.
     async fn set_session(
         &self,
         queue: &QueueName,
         session: &SessionKey,
         args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Value>, StoreError> {
         // Setting a session depends on no time (a rate's next_start is kept
         // as it was); the script takes the usual `now` slot.
         self.write(&SCRIPTS.session, queue, Timestamp::EPOCH, |call| {
@@ -30,7 +32,6 @@ impl RedisStore {
             args(call);
         })
         .await
-        .map(drop)
     }
 
     /// Runs `lua/sessions.lua` and decodes what it found.
@@ -66,18 +67,30 @@ impl Sessions for RedisStore {
                 .arg(text(rate.map(|r| r.jitter.as_nanos().to_string())));
         })
         .await
+        .map(drop)
     }
 
     async fn set_session_paused(
         &self,
         queue: &QueueName,
         session: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        self.set_session(queue, session, |call| {
-            call.arg("pause").arg(u8::from(paused));
-        })
-        .await
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
+        let (name, reason) = match change {
+            PauseChange::Pause(r) => ("pause", r.as_str()),
+            PauseChange::PauseUnlessPaused(r) => ("pause_unless", r.as_str()),
+            PauseChange::Resume => ("resume", ""),
+            PauseChange::ResumeIf(r) => ("resume_if", r.as_str()),
+        };
+        let answer = self
+            .set_session(queue, session, |call| {
+                call.arg("pause").arg(name).arg(reason);
+            })
+            .await?;
+        match answer.first() {
+            Some(changed) => Ok(crate::reply::int(changed)? != 0),
+            None => Err(crate::error::reply("no answer to a pause")),
+        }
     }
 
     async fn session_info(
@@ -124,6 +137,7 @@ fn session_info(queue: &QueueName, v: Value) -> Result<SessionInfo, StoreError> 
             "rp" => per = Some(Duration::from_nanos(number(field, value)?)),
             "rj" => jitter = Some(Duration::from_nanos(number(field, value)?)),
             "pz" => info.paused = value == "1",
+            "pw" => info.pause_reason = Some(value.to_owned()),
             "rn" => info.running = number(field, value)?,
             "wt" => info.waiting = number(field, value)?,
             "ns" => next_start = Some(Timestamp::from_micros(number(field, value)?)),

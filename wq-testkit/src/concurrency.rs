@@ -72,7 +72,7 @@ use tokio::task::JoinHandle;
 use wq_core::{
     Ack, AckOutcome, AckedAndClaimed, AttemptOutcome, Audit, AuditReport, Backend, ClaimRequest,
     Client, Counts, DeadJobs, Enqueue, Enqueued, Error, ExtendOutcome, Job, JobContext, JobError,
-    JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position, QueueConfig,
+    JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig,
     QueueInfo, QueueName, QueueOptions, RescueReport, Scheduler, SessionInfo, SessionKey,
     SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal, Worker, WorkerHandle,
 };
@@ -686,9 +686,9 @@ impl<B: Backend> Sessions for Watched<B> {
         &self,
         q: &QueueName,
         s: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        self.inner.set_session_paused(q, s, paused).await
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_session_paused(q, s, change).await
     }
     async fn session_info(
         &self,

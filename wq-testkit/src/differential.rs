@@ -34,7 +34,7 @@ use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
     Ack, AckAction, AckOutcome, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, Job,
-    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, Payload, QueueConfig, QueueName, Rate,
+    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, PauseChange, Payload, QueueConfig, QueueName, Rate,
     RescueReport, Retention, RunAt, Scheduler, SessionKey, SessionLimits, Sessions, Store,
     StoreError, Timestamp,
 };
@@ -106,14 +106,14 @@ pub enum Op {
         /// One start per this many seconds, or no rate.
         spacing: Option<u8>,
     },
-    /// Pause or resume session `s{session}` of queue `queue`.
+    /// Change the pause of session `s{session}` of queue `queue`.
     PauseSession {
         /// Index into the three queues.
         queue: usize,
         /// Which session.
         session: u8,
-        /// Pause (or resume).
-        paused: bool,
+        /// Which change ([`pause_change`]), and for which of two reasons.
+        change: u8,
     },
     /// Claim up to `limit` jobs of queue `queue`.
     Claim {
@@ -187,8 +187,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(queue, session, max_running, spacing)| Op::Limit {
                 queue, session, max_running, spacing,
             }),
-        1 => (0usize..3, 0u8..2, any::<bool>())
-            .prop_map(|(queue, session, paused)| Op::PauseSession { queue, session, paused }),
+        1 => (0usize..3, 0u8..2, 0u8..8)
+            .prop_map(|(queue, session, change)| Op::PauseSession { queue, session, change }),
         4 => (0usize..3, 1u8..4).prop_map(|(queue, limit)| Op::Claim { queue, limit }),
         5 => (any::<u8>(), act).prop_map(|(pick, act)| Op::Ack { pick, act }),
         2 => Just(Op::RepeatAck),
@@ -375,6 +375,17 @@ fn normalize(mut jobs: Vec<Job>) -> Vec<String> {
             format!("{j:?}")
         })
         .collect()
+}
+
+/// Pause change `n` (0 to 7): each of the four kinds, for reason `a` or `b`.
+fn pause_change(n: u8) -> PauseChange {
+    let reason = if n % 2 == 0 { "a" } else { "b" }.to_owned();
+    match n / 2 {
+        0 => PauseChange::Pause(reason),
+        1 => PauseChange::PauseUnlessPaused(reason),
+        2 => PauseChange::Resume,
+        _ => PauseChange::ResumeIf(reason),
+    }
 }
 
 /// Session `s{n}`.
@@ -674,11 +685,12 @@ impl<B: Backend> Pair<B> {
             Op::PauseSession {
                 queue,
                 session,
-                paused,
+                change,
             } => {
                 let (q, s) = (QueueName::from(QUEUES[*queue]), session_key(*session));
-                let m = self.reference.set_session_paused(&q, &s, *paused).await;
-                let t = self.tested.set_session_paused(&q, &s, *paused).await;
+                let change = pause_change(*change);
+                let m = self.reference.set_session_paused(&q, &s, &change).await;
+                let t = self.tested.set_session_paused(&q, &s, &change).await;
                 self.same("pause session", outcome_text(&m)?, outcome_text(&t)?)
             }
         }

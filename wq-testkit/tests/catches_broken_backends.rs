@@ -13,7 +13,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use wq_core::{
     Ack, AckOutcome, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome,
-    GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, Position,
+    GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange,
+    Position,
     QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, Scheduler, SessionInfo, SessionKey,
     SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal,
 };
@@ -57,7 +58,7 @@ enum Fault {
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A session's limits and pause as a session fault shows them.
-type Shown = (SessionLimits, bool);
+type Shown = (SessionLimits, Option<String>);
 
 #[derive(Clone)]
 struct Sabotaged {
@@ -86,9 +87,10 @@ impl Sabotaged {
     /// Shows the limits and pause a session fault did not apply.
     fn disguise_session(&self, mut info: SessionInfo) -> SessionInfo {
         let key = (info.queue.clone(), info.session.clone());
-        if let Some((limits, paused)) = self.shown.lock().get(&key) {
+        if let Some((limits, pause)) = self.shown.lock().get(&key) {
             info.limits = *limits;
-            info.paused = *paused;
+            info.paused = pause.is_some();
+            info.pause_reason = pause.clone();
         }
         info
     }
@@ -375,13 +377,22 @@ impl Sessions for Sabotaged {
         &self,
         q: &QueueName,
         s: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        let applied = paused && !matches!(self.fault, Fault::RunsPausedSessions);
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
+        let applied = if matches!(self.fault, Fault::RunsPausedSessions) {
+            &PauseChange::Resume
+        } else {
+            change
+        };
         self.inner.set_session_paused(q, s, applied).await?;
         let mut shown = self.shown.lock();
-        shown.entry((q.clone(), s.clone())).or_default().1 = paused;
-        Ok(())
+        let pause = &mut shown.entry((q.clone(), s.clone())).or_default().1;
+        let next = change.apply(pause.as_deref());
+        let changed = next.is_some();
+        if let Some(next) = next {
+            *pause = next;
+        }
+        Ok(changed)
     }
     async fn session_info(
         &self,

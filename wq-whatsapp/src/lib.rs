@@ -87,6 +87,7 @@ pub mod http;
 mod jid;
 mod job;
 mod message;
+mod pause;
 mod pipeline;
 mod preset;
 mod transport;
@@ -96,9 +97,8 @@ pub use job::{EnqueueMessage, JobMessageId};
 pub use message::{
     Button, Content, MAX_CAPTION_CHARS, MAX_TEXT_CHARS, MediaKind, MessageId, OutboundMessage,
 };
-pub use pipeline::{
-    BAN_CODES, Breaker, PauseReason, PipelineConfig, PipelineEvent, SendPipeline, Typing,
-};
+pub use pause::{PAUSE_PREFIX, PauseReason};
+pub use pipeline::{BAN_CODES, Breaker, PipelineConfig, PipelineEvent, SendPipeline, Typing};
 pub use preset::Preset;
 pub use transport::{
     AckLevel, BridgeEvent, Capabilities, MAYBE_SENT, Presence, RateScope, SendReceipt,

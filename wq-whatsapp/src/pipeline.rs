@@ -14,18 +14,20 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::RngExt;
 use tokio::sync::broadcast;
 use tower::Service;
 use wq_core::{
-    Handler, HandlerFuture, JobContext, JobError, QueueName, SessionKey, Sessions, WaitCause,
+    Handler, HandlerFuture, JobContext, JobError, PauseChange, QueueName, SessionKey, Sessions,
+    Timestamp, WaitCause,
 };
 
 use crate::job::JobMessageId;
 use crate::message::{Content, MessageId, OutboundMessage};
+use crate::pause::{PauseReason, Resumable};
 use crate::transport::{
     AckLevel, BridgeEvent, MAYBE_SENT, Presence, RateScope, SendReceipt, SessionState, Transport,
     TransportError,
@@ -162,34 +164,6 @@ impl PipelineConfig {
     }
 }
 
-/// Why the pipeline paused a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PauseReason {
-    /// Its link is down; it resumes when the link is back.
-    Disconnected,
-    /// WhatsApp throttles the whole number; it resumes after the wait.
-    RateLimited,
-    /// Logged out, replaced or banned: an operator must act.
-    Stopped(SessionState),
-    /// A ban signal with this code: an operator must act.
-    BanSignal(i64),
-    /// Too many of its latest sends were rejected: an operator must act.
-    Rejections {
-        /// Rejected sends in the window.
-        rejected: usize,
-        /// Sends in the window.
-        of: usize,
-    },
-}
-
-impl PauseReason {
-    /// Whether the pipeline resumes the session by itself.
-    pub const fn resumes(&self) -> bool {
-        matches!(self, PauseReason::Disconnected | PauseReason::RateLimited)
-    }
-}
-
 /// What the pipeline did to a session, for operators.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,13 +184,6 @@ pub enum PipelineEvent {
         /// The session.
         instance: String,
     },
-}
-
-/// A session the pipeline paused, until when (for a rate limit).
-#[derive(Clone, Debug)]
-struct Paused {
-    reason: PauseReason,
-    until: Option<Instant>,
 }
 
 /// The sessions' latest send outcomes, `true` for rejected.
@@ -257,10 +224,10 @@ struct Inner<T, S> {
     config: PipelineConfig,
     receipts: Mutex<Receipts>,
     outcomes: Mutex<Outcomes>,
-    paused: Mutex<HashMap<(QueueName, String), Paused>>,
-    /// The (queue, session) pairs it has sent for: where a session's state
-    /// change applies.
-    known: Mutex<HashSet<(QueueName, String)>>,
+    /// The sessions it has run messages of, by queue, and the queues it was
+    /// told to watch ([`SendPipeline::watch`]) with the sessions seen there:
+    /// where its supervisor looks for pauses to lift.
+    known: Mutex<HashMap<QueueName, HashSet<String>>>,
     events: broadcast::Sender<PipelineEvent>,
 }
 
@@ -301,11 +268,20 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 config,
                 receipts: Mutex::default(),
                 outcomes: Mutex::default(),
-                paused: Mutex::default(),
                 known: Mutex::default(),
                 events: broadcast::channel(256).0,
             }),
         }
+    }
+
+    /// The same pipeline, its supervisor also looking after the paused
+    /// sessions of `queue`, which it would otherwise learn of only once it
+    /// runs one of the queue's messages: a process started while every
+    /// session of the queue is paused (its link was down when another
+    /// process died) resumes them when their links are back.
+    pub fn watch(self, queue: impl Into<QueueName>) -> Self {
+        self.inner.known.lock().entry(queue.into()).or_default();
+        self
     }
 
     /// What the pipeline does to sessions, as it does it.
@@ -338,10 +314,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         let msg: OutboundMessage = ctx.payload()?;
         let queue = ctx.job().queue.clone();
         let instance = msg.instance.clone();
-        self.inner
-            .known
-            .lock()
-            .insert((queue.clone(), instance.clone()));
+        self.remember(&queue, &instance);
         let state = self.inner.transport.session_state(&instance);
         if state != SessionState::Connected {
             return Err(self.session_down(&queue, &instance, state).await);
@@ -572,8 +545,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 retry_after,
                 scope: RateScope::Session,
             } => {
-                let until = Instant::now() + *retry_after;
-                self.pause(queue, instance, PauseReason::RateLimited, Some(until))
+                self.pause(queue, instance, PauseReason::RateLimited, *retry_after)
                     .await;
             }
             TransportError::RateLimited {
@@ -586,8 +558,13 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             TransportError::Permanent {
                 code: Some(code), ..
             } if BAN_CODES.contains(code) => {
-                self.pause(queue, instance, PauseReason::BanSignal(*code), None)
-                    .await;
+                self.pause(
+                    queue,
+                    instance,
+                    PauseReason::BanSignal(*code),
+                    Duration::ZERO,
+                )
+                .await;
                 // Not the message's fault: it waits for the session.
                 let after = Some(self.inner.config.resume_poll);
                 return JobError::wait_because(WaitCause::Paused, e.to_string(), after);
@@ -611,7 +588,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         } else {
             PauseReason::Disconnected
         };
-        self.pause(queue, instance, reason, None).await;
+        self.pause(queue, instance, reason, Duration::ZERO).await;
         // The pause holds the job; a short wait only keeps it from running
         // again at once should the pause not have been stored.
         JobError::wait_because(
@@ -643,110 +620,100 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
         };
         if let Some((rejected, of)) = tripped {
             let reason = PauseReason::Rejections { rejected, of };
-            self.pause(queue, instance, reason, None).await;
+            self.pause(queue, instance, reason, Duration::ZERO).await;
         }
     }
 
-    /// Pauses the session in the store and tells it; a session already
-    /// paused for a reason it does not resume from keeps that reason.
-    async fn pause(
-        &self,
-        queue: &QueueName,
-        instance: &str,
-        reason: PauseReason,
-        until: Option<Instant>,
-    ) {
-        let key = (queue.clone(), instance.to_owned());
-        let held = self
-            .inner
-            .paused
-            .lock()
-            .get(&key)
-            .is_some_and(|p| !p.reason.resumes() || p.reason == reason);
-        // An operator may have resumed it through the store since: then the
-        // entry here is stale and the session is paused again.
-        if held && self.paused_in_store(queue, instance).await {
-            return;
-        }
-        self.inner.paused.lock().insert(
-            key,
-            Paused {
-                reason: reason.clone(),
-                until,
-            },
-        );
+    /// Pauses the session in the store for `reason` (a rate limit's for
+    /// `wait`) and tells it, if that changed the store: a pause the
+    /// pipeline resumes from keeps a pause in force (an operator's, a
+    /// ban's), one that needs an operator replaces it.
+    async fn pause(&self, queue: &QueueName, instance: &str, reason: PauseReason, wait: Duration) {
+        let change = reason.change(Timestamp::now(), wait);
         let session = SessionKey::new(instance);
-        if let Err(e) = self
+        match self
             .inner
             .sessions
-            .set_session_paused(queue, &session, true)
+            .set_session_paused(queue, &session, &change)
             .await
         {
-            tracing::warn!(%queue, instance, error = %e, "could not pause the session");
-            self.inner
-                .paused
-                .lock()
-                .remove(&(queue.clone(), instance.to_owned()));
-            return;
+            Ok(true) => {
+                tracing::warn!(%queue, instance, ?reason, "session paused");
+                let _ = self.inner.events.send(PipelineEvent::SessionPaused {
+                    queue: queue.clone(),
+                    instance: instance.to_owned(),
+                    reason,
+                });
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%queue, instance, error = %e, "could not pause the session"),
         }
-        tracing::warn!(%queue, instance, ?reason, "session paused");
-        let _ = self.inner.events.send(PipelineEvent::SessionPaused {
-            queue: queue.clone(),
-            instance: instance.to_owned(),
-            reason,
-        });
     }
 
-    /// Whether the store holds the session paused (a failed read counts as
-    /// not: pausing again is harmless).
-    async fn paused_in_store(&self, queue: &QueueName, instance: &str) -> bool {
+    /// Resumes a session paused for exactly `stored`, and tells it if it
+    /// did: a pause taken since for another reason stays.
+    async fn resume_if(&self, queue: &QueueName, instance: &str, stored: &str) {
         let session = SessionKey::new(instance);
-        let info = self.inner.sessions.session_info(queue, &session).await;
-        info.ok().flatten().is_some_and(|i| i.paused)
-    }
-
-    /// Resumes a session the pipeline paused.
-    async fn resume(&self, queue: &QueueName, instance: &str) {
-        let session = SessionKey::new(instance);
-        if let Err(e) = self
+        let change = PauseChange::ResumeIf(stored.to_owned());
+        match self
             .inner
             .sessions
-            .set_session_paused(queue, &session, false)
+            .set_session_paused(queue, &session, &change)
             .await
         {
-            tracing::warn!(%queue, instance, error = %e, "could not resume the session");
-            return;
+            Ok(true) => {
+                tracing::info!(%queue, instance, "session resumed");
+                let _ = self.inner.events.send(PipelineEvent::SessionResumed {
+                    queue: queue.clone(),
+                    instance: instance.to_owned(),
+                });
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%queue, instance, error = %e, "could not resume the session"),
         }
-        self.inner
-            .paused
-            .lock()
-            .remove(&(queue.clone(), instance.to_owned()));
-        tracing::info!(%queue, instance, "session resumed");
-        let _ = self.inner.events.send(PipelineEvent::SessionResumed {
-            queue: queue.clone(),
-            instance: instance.to_owned(),
-        });
     }
 
-    /// Resumes the sessions whose link is back or whose rate limit is over.
+    /// Resumes the sessions of the queues it knows whose link is back or
+    /// whose rate limit is over, whichever process paused them.
     async fn resume_due(&self) {
-        let now = Instant::now();
-        let due: Vec<(QueueName, String)> = self
-            .inner
-            .paused
-            .lock()
-            .iter()
-            .filter(|((_, instance), p)| match p.reason {
-                PauseReason::Disconnected => {
-                    self.inner.transport.session_state(instance) == SessionState::Connected
+        let queues: Vec<QueueName> = self.inner.known.lock().keys().cloned().collect();
+        for queue in queues {
+            if let Err(e) = self.resume_due_in(&queue).await {
+                tracing::warn!(%queue, error = %e, "could not look at paused sessions");
+            }
+        }
+    }
+
+    async fn resume_due_in(&self, queue: &QueueName) -> Result<(), wq_core::StoreError> {
+        const PAGE: usize = 500;
+        let now = Timestamp::now();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .sessions
+                .list_sessions(queue, after.as_ref(), PAGE)
+                .await?;
+            for info in &page {
+                let Some(stored) = info.pause_reason.as_deref() else {
+                    continue;
+                };
+                let due = match Resumable::of(stored) {
+                    Some(Resumable::LinkDown) => {
+                        self.inner.transport.session_state(info.session.as_str())
+                            == SessionState::Connected
+                    }
+                    Some(Resumable::After(at)) => at <= now,
+                    None => false,
+                };
+                if due {
+                    self.resume_if(queue, info.session.as_str(), stored).await;
                 }
-                PauseReason::RateLimited => p.until.is_none_or(|u| u <= now),
-                _ => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (queue, instance) in due {
-            self.resume(&queue, &instance).await;
+            }
+            if page.len() < PAGE {
+                return Ok(());
+            }
+            after = page.last().map(|i| i.session.clone());
         }
     }
 
@@ -761,37 +728,43 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             BridgeEvent::Session { instance, state } => {
                 for queue in self.queues_of(&instance) {
                     if state == SessionState::Connected {
-                        let resumable = self
-                            .inner
-                            .paused
-                            .lock()
-                            .get(&(queue.clone(), instance.clone()))
-                            .is_some_and(|p| p.reason == PauseReason::Disconnected);
-                        if resumable {
-                            self.resume(&queue, &instance).await;
-                        }
+                        self.resume_if(&queue, &instance, Resumable::link_down())
+                            .await;
                     } else if state.is_final() {
                         let reason = PauseReason::Stopped(state);
-                        self.pause(&queue, &instance, reason, None).await;
+                        self.pause(&queue, &instance, reason, Duration::ZERO).await;
                     }
                 }
             }
             BridgeEvent::Ban { instance, code } => {
                 for queue in self.queues_of(&instance) {
                     let reason = PauseReason::BanSignal(code);
-                    self.pause(&queue, &instance, reason, None).await;
+                    self.pause(&queue, &instance, reason, Duration::ZERO).await;
                 }
             }
         }
     }
 
-    /// The queues the pipeline has sent `instance`'s messages for.
+    /// Notes that the pipeline runs `instance`'s messages of `queue`
+    /// (allocating only the first time).
+    fn remember(&self, queue: &QueueName, instance: &str) {
+        let mut known = self.inner.known.lock();
+        if known.get(queue).is_some_and(|s| s.contains(instance)) {
+            return;
+        }
+        known
+            .entry(queue.clone())
+            .or_default()
+            .insert(instance.to_owned());
+    }
+
+    /// The queues the pipeline has run `instance`'s messages of.
     fn queues_of(&self, instance: &str) -> Vec<QueueName> {
         self.inner
             .known
             .lock()
             .iter()
-            .filter(|(_, i)| i == instance)
+            .filter(|(_, sessions)| sessions.contains(instance))
             .map(|(q, _)| q.clone())
             .collect()
     }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use wq_core::{
-    JobId, JobState, QueueName, SessionInfo, SessionKey, SessionLimits, StoreError, Timestamp,
+    JobId, JobState, PauseChange, QueueName, SessionInfo, SessionKey, SessionLimits, StoreError,
+    Timestamp,
 };
 
 use super::{QueueState, ReadyKey, State};
@@ -25,7 +26,8 @@ enum Slot {
 #[derive(Debug, Default)]
 pub(super) struct Session {
     limits: SessionLimits,
-    paused: bool,
+    /// Why it is paused (`None`: it is not).
+    pause: Option<String>,
     running: u64,
     waiting: u64,
     next_start: Option<Timestamp>,
@@ -69,7 +71,7 @@ impl Session {
         let Some((&best, _)) = self.ready.first_key_value() else {
             return Slot::Idle;
         };
-        if self.paused || self.full() {
+        if self.pause.is_some() || self.full() {
             return Slot::Idle;
         }
         match (self.limits.rate, self.next_start) {
@@ -94,7 +96,8 @@ impl Session {
     fn info(&self, queue: &QueueName, key: &SessionKey) -> SessionInfo {
         let mut info = SessionInfo::new(queue.clone(), key.clone());
         info.limits = self.limits;
-        info.paused = self.paused;
+        info.paused = self.pause.is_some();
+        info.pause_reason = self.pause.clone();
         info.running = self.running;
         info.waiting = self.waiting;
         info.next_start = self.next_start.filter(|_| self.limits.rate.is_some());
@@ -209,12 +212,16 @@ impl State {
         &mut self,
         queue: &QueueName,
         key: &SessionKey,
-        paused: bool,
-    ) -> Result<(), StoreError> {
+        change: &PauseChange,
+    ) -> Result<bool, StoreError> {
         let q = self.queue_mut(queue)?;
-        q.session_mut(key).paused = paused;
+        let session = q.session_mut(key);
+        let Some(pause) = change.apply(session.pause.as_deref()) else {
+            return Ok(false);
+        };
+        session.pause = pause;
         q.dirty.push(key.clone());
-        Ok(())
+        Ok(true)
     }
 
     pub fn session_info(

@@ -51,7 +51,7 @@ local function okey(id) return B .. ':o:' .. id end
 local function gkey(g) return B .. ':g:' .. g end
 -- A session's hash: mr max running, sp spacing and jt jitter (µs; no sp
 -- without a rate), rs/rp/rj the rate as set (starts, per and jitter in
--- ns, read back by operators), pz paused, rn running, wt waiting, ns
+-- ns, read back by operators), pz paused (pw why, while paused), rn running, wt waiting, ns
 -- next_start (µs), ro '1' once a claim's promotion saw next_start pass
 -- (the rate holds the session back no more until its next start), ix
 -- where it sits: '' nowhere, 't' in stimer, else its member in open.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    AckAction, Clock as _, Enqueue, Error, Job, JobContext, JobError, JobId, QueueConfig,
-    QueueName, QueueOptions, Rate, Scheduler as _, SessionKey, SessionLimits, Sessions as _,
-    Store as _, Timestamp, Worker, WorkerHandle,
+    AckAction, Clock as _, Enqueue, Error, Job, JobContext, JobError, JobId, PauseChange,
+    QueueConfig, QueueName, QueueOptions, Rate, Scheduler as _, SessionKey, SessionLimits,
+    Sessions as _, Store as _, Timestamp, Worker, WorkerHandle,
 };
 
 use crate::harness::{
@@ -368,6 +368,142 @@ pub async fn paused_sessions_hold_their_jobs<T: TestBackend>(t: &T) -> TestResul
     .await
 }
 
+/// A pause keeps its reason, and a change applies against the pause in
+/// force in one step: a pause "unless paused" keeps another pause's reason,
+/// a resume "if" lifts only a pause for exactly that reason, so a process
+/// that paused a session for a lost link never lifts an operator's pause.
+/// A blank reason is refused, naming `reason`, and changes nothing.
+pub async fn pause_reasons_guard_resumes<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, _clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("send")).await?;
+        let (q, s) = (QueueName::from("send"), SessionKey::from("n1"));
+        let reason = |b: &T::Backend| {
+            let (q, s) = (q.clone(), s.clone());
+            let b = b.clone();
+            async move {
+                let info = b
+                    .session_info(&q, &s)
+                    .await?
+                    .ok_or_else(|| Failure::new("n1 is unknown"))?;
+                ensure_eq!(
+                    info.paused,
+                    info.pause_reason.is_some(),
+                    "paused exactly when there is a reason"
+                );
+                Ok::<_, Failure>(info.pause_reason)
+            }
+        };
+        let link = || "whatsapp: link down".to_owned();
+        client.pause_session("send", "n1").await?;
+        ensure_eq!(
+            reason(&b).await?,
+            Some(wq_core::OPERATOR_PAUSE.to_owned()),
+            "an operator's pause"
+        );
+        let steps = [
+            (
+                PauseChange::PauseUnlessPaused(link()),
+                false,
+                Some(wq_core::OPERATOR_PAUSE.to_owned()),
+                "a pause unless paused keeps the operator's",
+            ),
+            (
+                PauseChange::ResumeIf(link()),
+                false,
+                Some(wq_core::OPERATOR_PAUSE.to_owned()),
+                "a resume for another reason leaves it",
+            ),
+            (PauseChange::Resume, true, None, "a plain resume lifts it"),
+            (
+                PauseChange::Resume,
+                false,
+                None,
+                "resuming a running session changes nothing",
+            ),
+            (
+                PauseChange::PauseUnlessPaused(link()),
+                true,
+                Some(link()),
+                "a pause unless paused, when not paused",
+            ),
+            (
+                PauseChange::Pause(link()),
+                false,
+                Some(link()),
+                "the same pause again changes nothing",
+            ),
+            (
+                PauseChange::Pause("ban".into()),
+                true,
+                Some("ban".to_owned()),
+                "a pause replaces the reason",
+            ),
+            (
+                PauseChange::ResumeIf(link()),
+                false,
+                Some("ban".to_owned()),
+                "the lost link's resume leaves the ban",
+            ),
+            (
+                PauseChange::ResumeIf("ban".into()),
+                true,
+                None,
+                "a resume for its own reason lifts it",
+            ),
+        ];
+        for (change, changed, after, what) in steps {
+            ensure_eq!(
+                b.set_session_paused(&q, &s, &change).await?,
+                changed,
+                "{what}: changed"
+            );
+            ensure_eq!(reason(&b).await?, after, "{what}: the reason");
+        }
+        let listed = b.list_sessions(&q, None, 10).await?;
+        client
+            .change_session_pause("send", "n1", PauseChange::Pause("shown".into()))
+            .await?;
+        let listed_paused = b.list_sessions(&q, None, 10).await?;
+        ensure!(
+            listed.iter().all(|i| i.pause_reason.is_none()),
+            "listed without a reason: {listed:?}"
+        );
+        ensure_eq!(
+            listed_paused
+                .iter()
+                .find(|i| i.session == s)
+                .and_then(|i| i.pause_reason.clone()),
+            Some("shown".to_owned()),
+            "a listed session shows its reason"
+        );
+        for bad in ["", "   ", "line\nbreak"] {
+            match client
+                .change_session_pause("send", "n1", PauseChange::Pause(bad.into()))
+                .await
+            {
+                Err(Error::Invalid(e)) => ensure_eq!(e.field, "reason", "the field named"),
+                other => return Err(Failure::new(format!("reason {bad:?} gave {other:?}"))),
+            }
+        }
+        let long = "x".repeat(wq_core::MAX_PAUSE_REASON + 1);
+        ensure!(
+            client
+                .change_session_pause("send", "n1", PauseChange::ResumeIf(long))
+                .await
+                .is_err(),
+            "an overlong reason is refused"
+        );
+        ensure_eq!(
+            reason(&b).await?,
+            Some("shown".to_owned()),
+            "refused changes changed nothing"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// Sessions are listed by key in pages with their limits and counts; bad
 /// limits are refused naming the field, and an unknown queue is an error.
 pub async fn sessions_are_listed_with_counts<T: TestBackend>(t: &T) -> TestResult {
@@ -416,7 +552,7 @@ pub async fn sessions_are_listed_with_counts<T: TestBackend>(t: &T) -> TestResul
             other => return Err(Failure::new(format!("an unknown queue gave {other:?}"))),
         }
         match b
-            .set_session_paused(&"nowhere".into(), &"d".into(), true)
+            .set_session_paused(&"nowhere".into(), &"d".into(), &PauseChange::operator())
             .await
         {
             Err(wq_core::StoreError::UnknownQueue(_)) => {}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use wq_core::{
-    AttemptOutcome, Backend, Client, Enqueue, JobId, JobState, QueueConfig, QueueName, RetryPolicy,
-    SessionKey, SessionLimits, Sessions as _, Worker, WorkerHandle,
+    AttemptOutcome, Backend, Client, Enqueue, JobId, JobState, PauseChange, QueueConfig, QueueName,
+    RetryPolicy, SessionKey, SessionLimits, Sessions as _, Worker, WorkerHandle,
 };
 use wq_whatsapp::{
     AckLevel, BridgeEvent, Capabilities, EnqueueMessage as _, Jid, MessageId, OutboundMessage,
@@ -252,7 +252,18 @@ async fn start<B: Backend>(
     bridge: &Arc<ScriptedBridge>,
     config: PipelineConfig,
 ) -> Result<Running, Failure> {
-    let pipeline = SendPipeline::with_config(bridge.clone(), b.clone(), config);
+    start_pipeline(
+        b,
+        SendPipeline::with_config(bridge.clone(), b.clone(), config),
+    )
+    .await
+}
+
+/// A worker running `pipeline` on queue `wa`, and its supervisor.
+async fn start_pipeline<B: Backend>(
+    b: &B,
+    pipeline: SendPipeline<ScriptedBridge, B>,
+) -> Result<Running, Failure> {
     let heard = pipeline.subscribe();
     let supervisor = tokio::spawn(pipeline.supervise());
     let worker = Worker::new(b.clone())
@@ -515,6 +526,79 @@ pub async fn stepped_typing_sends_under_a_rate<T: TestBackend>(t: &T) -> TestRes
     .await
 }
 
+/// The pause of a lost link is the store's, not the process's: a pipeline
+/// pauses a session whose link is down and its process dies; a new
+/// pipeline watching the queue, which never ran one of its messages,
+/// resumes it once the link is back, and the messages go out. It leaves
+/// an operator's pause alone.
+pub async fn another_process_resumes_a_lost_links_pause<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare_quick(&client).await?;
+        let queue = QueueName::new(QUEUE);
+        enqueue(&client, "inst-1", &["5511900000001"], 2, 0).await?;
+        enqueue(&client, "inst-2", &["5511900000002"], 1, 0).await?;
+        client.pause_session(QUEUE, "inst-2").await?;
+        let bridge = ScriptedBridge::new(AckLevel::Server);
+        bridge.set_state("inst-1", SessionState::Disconnected);
+        let mut first = start(&b, &bridge, config()).await?;
+        let paused = PipelineEvent::SessionPaused {
+            queue: queue.clone(),
+            instance: "inst-1".into(),
+            reason: PauseReason::Disconnected,
+        };
+        let heard = first.hear(&paused).await;
+        let settled = wait_until("the message to wait", PATIENCE, || async {
+            Ok(client.counts(QUEUE).await?.running == 0)
+        })
+        .await;
+        first.stop().await?;
+        heard?;
+        settled?;
+        let reason = |name: &'static str| {
+            let (b, queue) = (b.clone(), queue.clone());
+            async move {
+                let info = b.session_info(&queue, &SessionKey::new(name)).await?;
+                Ok::<_, Failure>(info.and_then(|i| i.pause_reason))
+            }
+        };
+        let stored = reason("inst-1").await?;
+        ensure!(
+            stored
+                .as_deref()
+                .is_some_and(|r| r.starts_with(wq_whatsapp::PAUSE_PREFIX)),
+            "the store keeps why: {stored:?}"
+        );
+
+        bridge.set_state("inst-1", SessionState::Connected);
+        let pipeline = SendPipeline::with_config(bridge.clone(), b.clone(), config()).watch(QUEUE);
+        let second = start_pipeline(&b, pipeline).await?;
+        let done = wait_completed(&client, 2).await;
+        // Several looks at the paused sessions later, the operator's stays.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let operator = reason("inst-2").await;
+        second.stop().await?;
+        done?;
+        ensure_eq!(
+            reason("inst-1").await?,
+            None,
+            "the lost link's pause lifted"
+        );
+        ensure_eq!(
+            operator?,
+            Some(wq_core::OPERATOR_PAUSE.to_owned()),
+            "the operator's pause kept"
+        );
+        ensure_eq!(
+            client.counts(QUEUE).await?.completed,
+            2,
+            "only the resumed session sent"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// A session whose link is down is paused: its messages wait, spending no
 /// attempt and sending nothing, until the link is back; then the pipeline
 /// resumes it and they go out in order.
@@ -660,7 +744,7 @@ pub async fn ban_signals_pause_only_their_session<T: TestBackend>(t: &T) -> Test
             .filter(|j| banned.contains_key(&MessageId::for_job(j.id)))
             .map(|j| (j.state.is_waiting(), j.attempt))
             .collect();
-        b.set_session_paused(&queue, &SessionKey::new("inst-1"), false)
+        b.set_session_paused(&queue, &SessionKey::new("inst-1"), &PauseChange::Resume)
             .await?;
         let all = wait_completed(&client, 4).await;
         running.stop().await?;
