@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use rand::RngExt;
 use serde::Serialize;
 
+use crate::admission::{Admission, Admissions, Allowance};
 use crate::error::{Error, ValidationError};
 use crate::events::{EventKind, Events, JobEvent, listening};
 use crate::job::{Job, JobId, JobState, NewJob, Payload, RunAt};
@@ -510,6 +511,68 @@ impl<S: Store> Client<S> {
             }
         }
     }
+
+    /// The queue's and session's names, checked (the queue declared).
+    async fn session_key(
+        &self,
+        queue: &str,
+        session: &str,
+    ) -> Result<(QueueName, SessionKey), Error> {
+        validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
+        let name = QueueName::from(queue);
+        self.config(&name).await?;
+        Ok((name, SessionKey::from(session)))
+    }
+}
+
+/// Admissions: each session's budget of new groups.
+impl<S: Store + Admissions> Client<S> {
+    /// Sets (or, with `None`, lifts) how many new groups `session` may take
+    /// on per window; a bad allowance gets a [`ValidationError`] naming the
+    /// field, and nothing is stored.
+    pub async fn set_allowance(
+        &self,
+        queue: &str,
+        session: &str,
+        allowance: Option<Allowance>,
+    ) -> Result<(), Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        if let Some(a) = &allowance {
+            a.validate()?;
+        }
+        Ok(self
+            .inner
+            .store
+            .set_allowance(&queue, &session, allowance.as_ref())
+            .await?)
+    }
+
+    /// Refuses `session` new groups until `until`.
+    pub async fn hold_admissions(
+        &self,
+        queue: &str,
+        session: &str,
+        until: Timestamp,
+    ) -> Result<(), Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        Ok(self
+            .inner
+            .store
+            .hold_admissions(&queue, &session, until)
+            .await?)
+    }
+
+    /// Admits `session` to `group` now (see [`Admissions::admit`]).
+    pub async fn admit(&self, queue: &str, session: &str, group: &str) -> Result<Admission, Error> {
+        let (queue, session) = self.session_key(queue, session).await?;
+        validate::name_like("group", group, validate::MAX_GROUP_KEY)?;
+        let now = self.now();
+        Ok(self
+            .inner
+            .store
+            .admit(&queue, &session, &GroupKey::from(group), now)
+            .await?)
+    }
 }
 
 /// Sessions: limits, pause and counts per session of a queue.
@@ -609,16 +672,5 @@ impl<S: Store + Sessions> Client<S> {
             .store
             .list_sessions(&name, after.as_ref(), limit)
             .await?)
-    }
-
-    async fn session_key(
-        &self,
-        queue: &str,
-        session: &str,
-    ) -> Result<(QueueName, SessionKey), Error> {
-        validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
-        let name = QueueName::from(queue);
-        self.config(&name).await?;
-        Ok((name, SessionKey::from(session)))
     }
 }

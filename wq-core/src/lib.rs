@@ -57,6 +57,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod admission;
 pub mod attempt;
 mod audit;
 mod client;
@@ -79,6 +80,7 @@ mod typed;
 pub mod validate;
 pub mod worker;
 
+pub use admission::{Admission, Admissions, Allowance};
 pub use attempt::{Attempt, AttemptOutcome};
 pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
 pub use client::{Client, Enqueue};
@@ -105,8 +107,8 @@ pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
 pub use typed::{IntoEnqueue, TypedHandler, TypedJob};
 pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats};
 
-/// Everything a worker needs from a backend: jobs, sessions, locks, time
-/// and the audit of its own invariants.
-pub trait Backend: Store + Sessions + Lock + Scheduler + Audit + Clone {}
+/// Everything a worker needs from a backend: jobs, sessions and their
+/// admissions, locks, time and the audit of its own invariants.
+pub trait Backend: Store + Sessions + Admissions + Lock + Scheduler + Audit + Clone {}
 
-impl<T: Store + Sessions + Lock + Scheduler + Audit + Clone> Backend for T {}
+impl<T: Store + Sessions + Admissions + Lock + Scheduler + Audit + Clone> Backend for T {}

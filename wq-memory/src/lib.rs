@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
+    Admission, Admissions, Allowance, GroupKey, Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
     ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig,
     QueueInfo, QueueName, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits,
     Sessions, Store, StoreError, Timestamp, WakeSignal, Wakeups,
@@ -183,6 +183,36 @@ impl Store for MemoryStore {
 
     async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
         Ok(self.with(|s| s.prune(now, limit)))
+    }
+}
+
+impl Admissions for MemoryStore {
+    async fn set_allowance(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+        allowance: Option<&Allowance>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.set_allowance(queue, session, allowance))
+    }
+
+    async fn hold_admissions(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.hold_admissions(queue, session, until))
+    }
+
+    async fn admit(
+        &self,
+        queue: &QueueName,
+        session: &SessionKey,
+        group: &GroupKey,
+        now: Timestamp,
+    ) -> Result<Admission, StoreError> {
+        self.with(|s| s.admit(queue, session, group, now))
     }
 }
 

@@ -9,6 +9,7 @@
 //! operation on the hot path scans the backlog. A due head with a session
 //! sits in its session's own index instead (see `session.rs`).
 
+mod admission;
 mod audit;
 mod session;
 
@@ -68,6 +69,8 @@ struct QueueState {
     session_timers: BTreeSet<(Timestamp, SessionKey)>,
     /// Sessions changed since they were last indexed.
     dirty: Vec<SessionKey>,
+    /// Sessions' admitted groups and allowances.
+    admissions: Map<SessionKey, admission::Admitted>,
 }
 
 impl QueueState {
@@ -87,6 +90,7 @@ impl QueueState {
             sessions_ready: BTreeMap::new(),
             session_timers: BTreeSet::new(),
             dirty: Vec::new(),
+            admissions: Map::default(),
         }
     }
 

@@ -161,6 +161,29 @@ CREATE INDEX sessions_ready ON sessions (queue, front_priority, front_fresh, fro
 -- Sessions waiting for their rate: promoted to ready when `next_start` comes.
 CREATE INDEX sessions_timer ON sessions (queue, next_start) WHERE state = 1;
 
+-- A session's budget of new groups (wq_core::Admissions): its allowance and
+-- a hold. The row is the lock that makes an admission atomic; it is
+-- created by the first admission or setting.
+CREATE TABLE admissions (
+    queue            text NOT NULL,
+    session          text COLLATE "C" NOT NULL,
+    allowance_new    integer,
+    allowance_per_us bigint,
+    held_until       timestamptz,
+    PRIMARY KEY (queue, session)
+);
+
+-- Every group a session was admitted to, and when: known groups are looked
+-- up by key, the allowance's window counted by time.
+CREATE TABLE admitted (
+    queue       text NOT NULL,
+    session     text COLLATE "C" NOT NULL,
+    group_key   text NOT NULL,
+    admitted_at timestamptz NOT NULL,
+    PRIMARY KEY (queue, session, group_key)
+);
+CREATE INDEX admitted_by_time ON admitted (queue, session, admitted_at);
+
 CREATE TABLE locks (
     name       text PRIMARY KEY,
     holder     text NOT NULL,

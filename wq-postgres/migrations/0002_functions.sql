@@ -1429,3 +1429,72 @@ BEGIN
     RETURN v_now IS DISTINCT FROM v_was;
 END $$;
 
+
+-- Sets a session's allowance (p_allowance: NULLs lift it) or its hold
+-- (p_hold), creating its row if needed.
+CREATE FUNCTION set_admissions(p_queue text, p_session text, p_allowance boolean,
+                               p_new integer, p_per_us bigint, p_hold boolean,
+                               p_held_until timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
+    END IF;
+    INSERT INTO admissions AS a (queue, session, allowance_new, allowance_per_us, held_until)
+    VALUES (p_queue, p_session, p_new, p_per_us, p_held_until)
+    ON CONFLICT (queue, session) DO UPDATE
+    SET allowance_new = CASE WHEN p_allowance THEN p_new ELSE a.allowance_new END,
+        allowance_per_us = CASE WHEN p_allowance THEN p_per_us ELSE a.allowance_per_us END,
+        held_until = CASE WHEN p_hold THEN p_held_until ELSE a.held_until END;
+END $$;
+
+-- Admits a session to a group at p_now (wq_core::Admissions::admit):
+-- outcome 0 known, 1 admitted, 2 refused until `until`. A known group is
+-- one index lookup; a new one is decided under the session's admissions
+-- row lock, so two admissions racing for the last place admit one.
+CREATE FUNCTION admit(p_queue text, p_session text, p_group text, p_now timestamptz)
+RETURNS TABLE (outcome smallint, until timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a admissions;
+    v_per interval;
+    v_count integer;
+    v_oldest timestamptz;
+BEGIN
+    PERFORM 1 FROM queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
+    END IF;
+    IF EXISTS (SELECT 1 FROM admitted
+               WHERE queue = p_queue AND session = p_session AND group_key = p_group) THEN
+        RETURN QUERY SELECT 0::smallint, NULL::timestamptz;
+        RETURN;
+    END IF;
+    INSERT INTO admissions (queue, session) VALUES (p_queue, p_session)
+    ON CONFLICT (queue, session) DO NOTHING;
+    SELECT * INTO a FROM admissions WHERE queue = p_queue AND session = p_session FOR UPDATE;
+    -- Under the lock, a racing admission of the same group may be in.
+    IF EXISTS (SELECT 1 FROM admitted
+               WHERE queue = p_queue AND session = p_session AND group_key = p_group) THEN
+        RETURN QUERY SELECT 0::smallint, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF a.held_until > p_now THEN
+        RETURN QUERY SELECT 2::smallint, a.held_until;
+        RETURN;
+    END IF;
+    IF a.allowance_new IS NOT NULL THEN
+        v_per := a.allowance_per_us * interval '1 microsecond';
+        SELECT count(*), min(admitted_at) INTO v_count, v_oldest FROM admitted
+        WHERE queue = p_queue AND session = p_session AND admitted_at > p_now - v_per;
+        IF v_count >= a.allowance_new THEN
+            RETURN QUERY SELECT 2::smallint, v_oldest + v_per;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO admitted (queue, session, group_key, admitted_at)
+    VALUES (p_queue, p_session, p_group, p_now);
+    RETURN QUERY SELECT 1::smallint, NULL::timestamptz;
+END $$;

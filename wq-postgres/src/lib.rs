@@ -66,6 +66,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod admission;
 mod audit;
 mod codec;
 mod error;

@@ -44,6 +44,8 @@ pub struct Sql {
     pub set_session: SqlStr,
     pub session_info: SqlStr,
     pub list_sessions: SqlStr,
+    pub set_admissions: SqlStr,
+    pub admit: SqlStr,
 }
 
 impl Sql {
@@ -147,6 +149,10 @@ impl Sql {
             release_lock: stmt(format!(
                 "DELETE FROM {s}.locks WHERE name = $1 AND token = $2"
             )),
+            set_admissions: stmt(format!(
+                "SELECT {s}.set_admissions($1, $2, $3, $4, $5, $6, $7)::text"
+            )),
+            admit: stmt(format!("SELECT * FROM {s}.admit($1, $2, $3, $4)")),
             set_session: stmt(format!(
                 "SELECT {s}.set_session($1, $2, $3, $4, $5, $6, $7, $8, $9) AS changed"
             )),

@@ -75,6 +75,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod admission;
 mod audit;
 mod enqueue;
 mod error;

@@ -40,6 +40,7 @@ pub(crate) struct Scripts {
     pub audit: Script,
     pub session: Script,
     pub sessions: Script,
+    pub admission: Script,
     pub lock_acquire: Script,
     pub lock_renew: Script,
     pub lock_release: Script,
@@ -47,7 +48,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// All of them, for loading at connect.
-    pub fn all(&self) -> [&Script; 21] {
+    pub fn all(&self) -> [&Script; 22] {
         [
             &self.enqueue,
             &self.claim,
@@ -67,6 +68,7 @@ impl Scripts {
             &self.audit,
             &self.session,
             &self.sessions,
+            &self.admission,
             &self.lock_acquire,
             &self.lock_renew,
             &self.lock_release,
@@ -93,6 +95,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     audit: script!("#!lua"; "lib/core.lua", "audit.lua"),
     session: script!("#!lua"; "lib/core.lua", "session.lua"),
     sessions: script!("#!lua flags=no-writes"; "lib/core.lua", "sessions.lua"),
+    admission: script!("#!lua"; "lib/core.lua", "admission.lua"),
     lock_acquire: script!("#!lua"; "lock/acquire.lua"),
     lock_renew: script!("#!lua"; "lock/renew.lua"),
     lock_release: script!("#!lua"; "lock/release.lua"),

@@ -70,11 +70,12 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, AttemptOutcome, Audit, AuditReport, Backend, ClaimRequest,
-    Client, Counts, DeadJobs, Enqueue, Enqueued, Error, ExtendOutcome, Job, JobContext, JobError,
-    JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig,
-    QueueInfo, QueueName, QueueOptions, RescueReport, Scheduler, SessionInfo, SessionKey,
-    SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal, Worker, WorkerHandle,
+    Ack, AckOutcome, AckedAndClaimed, Admission, Admissions, Allowance, AttemptOutcome, Audit,
+    AuditReport, Backend, ClaimRequest, Client, Counts, DeadJobs, Enqueue, Enqueued, Error,
+    ExtendOutcome, GroupKey, Job, JobContext, JobError, JobId, JobState, LeaseRef, ListQuery, Lock,
+    LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName, QueueOptions,
+    RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
+    Timestamp, WakeSignal, Worker, WorkerHandle,
 };
 
 use crate::harness::{Failure, PATIENCE, TestBackend, TestResult, quick_retry, with_backend};
@@ -670,6 +671,34 @@ impl<B: Backend> Scheduler for Watched<B> {
     }
     async fn promote_due(&self, q: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.promote_due(q, now).await
+    }
+}
+
+impl<B: Backend> Admissions for Watched<B> {
+    async fn set_allowance(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        allowance: Option<&Allowance>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_allowance(q, s, allowance).await
+    }
+    async fn hold_admissions(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.inner.hold_admissions(q, s, until).await
+    }
+    async fn admit(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        g: &GroupKey,
+        now: Timestamp,
+    ) -> Result<Admission, StoreError> {
+        self.inner.admit(q, s, g, now).await
     }
 }
 

@@ -34,9 +34,9 @@ use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
     Ack, AckAction, AckOutcome, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, Job,
-    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, PauseChange, Payload, QueueConfig, QueueName, Rate,
-    RescueReport, Retention, RunAt, Scheduler, SessionKey, SessionLimits, Sessions, Store,
-    StoreError, Timestamp,
+    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, PauseChange, Payload, QueueConfig,
+    QueueName, Rate, RescueReport, Retention, RunAt, Scheduler, SessionKey, SessionLimits,
+    Sessions, Store, StoreError, Timestamp,
 };
 use wq_memory::MemoryStore;
 

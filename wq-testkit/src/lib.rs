@@ -131,6 +131,8 @@ macro_rules! conformance_tests {
             steps_keep_their_place_and_take_no_start,
             paused_sessions_hold_their_jobs,
             pause_reasons_guard_resumes,
+            new_groups_are_budgeted,
+            admissions_race_for_the_last_place,
             sessions_are_listed_with_counts,
             claim_skips_blocked_sessions,
             group_gaps_space_a_groups_jobs,
@@ -143,6 +145,7 @@ macro_rules! conformance_tests {
             another_process_resumes_a_lost_links_pause,
             lost_replies_are_looked_up_not_resent,
             ban_signals_pause_only_their_session,
+            new_contacts_wait_for_the_allowance,
             written_sends_wait_for_the_server,
             written_sends_wait_inline,
         );

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome,
-    GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange,
-    Position,
-    QueueConfig, QueueInfo, QueueName, RescueReport, RunAt, Scheduler, SessionInfo, SessionKey,
-    SessionLimits, Sessions, Store, StoreError, Timestamp, WakeSignal,
+    Ack, AckOutcome, Admission, Admissions, Allowance, Audit, AuditReport, ClaimRequest, Counts,
+    DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock,
+    LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName, RescueReport,
+    RunAt, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
+    Timestamp, WakeSignal,
 };
 use wq_memory::MemoryStore;
 use wq_testkit::{Failure, TestBackend, concurrency, conformance, differential, properties};
@@ -354,6 +354,34 @@ impl Scheduler for Sabotaged {
     }
     async fn promote_due(&self, q: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.promote_due(q, now).await
+    }
+}
+
+impl Admissions for Sabotaged {
+    async fn set_allowance(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        allowance: Option<&Allowance>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_allowance(q, s, allowance).await
+    }
+    async fn hold_admissions(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.inner.hold_admissions(q, s, until).await
+    }
+    async fn admit(
+        &self,
+        q: &QueueName,
+        s: &SessionKey,
+        g: &GroupKey,
+        now: Timestamp,
+    ) -> Result<Admission, StoreError> {
+        self.inner.admit(q, s, g, now).await
     }
 }
 

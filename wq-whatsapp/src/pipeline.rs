@@ -21,8 +21,8 @@ use rand::RngExt;
 use tokio::sync::broadcast;
 use tower::Service;
 use wq_core::{
-    Handler, HandlerFuture, JobContext, JobError, PauseChange, QueueName, SessionKey, Sessions,
-    Timestamp, WaitCause,
+    Admission, Admissions, Allowance, GroupKey, Handler, HandlerFuture, JobContext, JobError,
+    PauseChange, QueueName, SessionKey, Sessions, Timestamp, WaitCause,
 };
 
 use crate::job::JobMessageId;
@@ -44,6 +44,9 @@ const TYPING: &str = "typing:";
 const AWAIT_ACK: &str = "ack:";
 /// Receipts remembered for lookups after a lost reply.
 const RECEIPTS_KEPT: usize = 100_000;
+/// Contacts remembered as admitted (the store keeps them all; this only
+/// saves a round trip per message to a contact written to before).
+const ADMITTED_KEPT: usize = 100_000;
 
 /// Typing shown before a message whose `typing_ms` does not say.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,6 +231,8 @@ struct Inner<T, S> {
     /// told to watch ([`SendPipeline::watch`]) with the sessions seen there:
     /// where its supervisor looks for pauses to lift.
     known: Mutex<HashMap<QueueName, HashSet<String>>>,
+    /// Contacts (groups) their sessions were admitted to.
+    admitted: Mutex<HashSet<(QueueName, GroupKey)>>,
     events: broadcast::Sender<PipelineEvent>,
 }
 
@@ -252,7 +257,7 @@ impl<T, S> Clone for SendPipeline<T, S> {
     }
 }
 
-impl<T: Transport, S: Sessions> SendPipeline<T, S> {
+impl<T: Transport, S: Sessions + Admissions> SendPipeline<T, S> {
     /// A pipeline sending through `transport`, pausing sessions in
     /// `sessions` (the worker's backend), with the default configuration.
     pub fn new(transport: Arc<T>, sessions: S) -> Self {
@@ -269,6 +274,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                 receipts: Mutex::default(),
                 outcomes: Mutex::default(),
                 known: Mutex::default(),
+                admitted: Mutex::default(),
                 events: broadcast::channel(256).0,
             }),
         }
@@ -329,6 +335,7 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             ctx.set_output(&receipt)?;
             return Ok(());
         }
+        self.admit(ctx, &queue, &instance).await?;
         let typing_left = match ctx.step().and_then(|s| s.strip_prefix(TYPING)) {
             Some(ms) => Duration::from_millis(ms.parse().unwrap_or(0)),
             None => self.typing_for(&msg),
@@ -550,6 +557,21 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
             }
             TransportError::RateLimited {
                 retry_after,
+                scope: RateScope::NewChats,
+            } => {
+                let until = Timestamp::now() + *retry_after;
+                let session = SessionKey::new(instance);
+                if let Err(e) = self
+                    .inner
+                    .sessions
+                    .hold_admissions(queue, &session, until)
+                    .await
+                {
+                    tracing::warn!(%queue, instance, error = %e, "could not hold new chats");
+                }
+            }
+            TransportError::RateLimited {
+                retry_after,
                 scope: RateScope::Contact,
             } => {
                 let wait = contact_backoff(ctx).max(*retry_after);
@@ -742,6 +764,70 @@ impl<T: Transport, S: Sessions> SendPipeline<T, S> {
                     self.pause(&queue, &instance, reason, Duration::ZERO).await;
                 }
             }
+            BridgeEvent::Quota {
+                instance,
+                new_chats,
+                per,
+            } => {
+                let allowance = Allowance::new(new_chats, per);
+                if allowance.validate().is_err() {
+                    tracing::warn!(instance, new_chats, ?per, "a quota that is no allowance");
+                    return;
+                }
+                let session = SessionKey::new(instance.as_str());
+                for queue in self.queues_of(&instance) {
+                    let set = self
+                        .inner
+                        .sessions
+                        .set_allowance(&queue, &session, Some(&allowance));
+                    if let Err(e) = set.await {
+                        tracing::warn!(%queue, instance, error = %e, "could not set the quota");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Admits the message's session to its contact: a contact the number
+    /// never wrote to takes a place in the session's allowance of new chats
+    /// (`Preset::declare_session` sets it; quota events change it). Without
+    /// a place the message waits for one, spending no attempt; its contact's
+    /// later messages wait behind it, other contacts' go on.
+    async fn admit(
+        &self,
+        ctx: &JobContext,
+        queue: &QueueName,
+        instance: &str,
+    ) -> Result<(), JobError> {
+        let Some(group) = ctx.job().group.clone() else {
+            return Ok(());
+        };
+        let key = (queue.clone(), group);
+        if self.inner.admitted.lock().contains(&key) {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let session = SessionKey::new(instance);
+        let admission = self
+            .inner
+            .sessions
+            .admit(queue, &session, &key.1, now)
+            .await
+            .map_err(|e| JobError::retry(format!("cannot admit the contact: {e}")))?;
+        match admission {
+            Admission::Known | Admission::Admitted => {
+                let mut admitted = self.inner.admitted.lock();
+                if admitted.len() >= ADMITTED_KEPT {
+                    admitted.clear();
+                }
+                admitted.insert(key);
+                Ok(())
+            }
+            Admission::Refused { until } => Err(JobError::wait_because(
+                WaitCause::RateLimited,
+                format!("session `{instance}` may start no new chat before {until:?}"),
+                Some(until.duration_since(now)),
+            )),
         }
     }
 
@@ -836,13 +922,13 @@ async fn next_event(rx: &mut Option<broadcast::Receiver<BridgeEvent>>) -> Option
     }
 }
 
-impl<T: Transport, S: Sessions> Handler for SendPipeline<T, S> {
+impl<T: Transport, S: Sessions + Admissions> Handler for SendPipeline<T, S> {
     async fn handle(&self, ctx: JobContext) -> Result<(), JobError> {
         self.run(&ctx).await
     }
 }
 
-impl<T: Transport, S: Sessions> Service<JobContext> for SendPipeline<T, S> {
+impl<T: Transport, S: Sessions + Admissions> Service<JobContext> for SendPipeline<T, S> {
     type Response = ();
     type Error = JobError;
     type Future = HandlerFuture;

@@ -166,6 +166,17 @@ pub enum BridgeEvent {
         /// The code it came with (463, 101 to 106, 131048...).
         code: i64,
     },
+    /// The server told how many new people the number may reach (the
+    /// Cloud API's messaging limit tier, say 1,000 per 24 hours): the
+    /// pipeline makes it the session's allowance of new chats.
+    Quota {
+        /// The session.
+        instance: String,
+        /// New chats allowed per `per`.
+        new_chats: u32,
+        /// The window.
+        per: Duration,
+    },
 }
 
 /// A transport's failure, in the classes a bridge reports.

@@ -242,12 +242,11 @@ end
 
 local UNKNOWN_QUEUE = 'WQUNKNOWN queue not declared'
 
--- The order of due heads: priority, then run_at, then sequence, as
--- fixed-width hex so that the lexicographic order of a zset with equal
--- scores is that order. A run_at before the epoch sorts as the epoch.
 -- A job's place in the queue's order: priority, then '0' for a job between
 -- steps (its `cn`, '1' from a step until its next run ends otherwise) and
--- '1' for the rest, then run_at and enqueue order. A job between steps has
+-- '1' for the rest, then run_at and enqueue order, as fixed-width hex so
+-- that the lexicographic order of a zset with equal scores is that order
+-- (a run_at before the epoch sorts as the epoch). A job between steps has
 -- started already, so it comes first at its priority (docs/sessions.md).
 local function member(pr, ra, sq, id, cn)
   local r = tonumber(ra)

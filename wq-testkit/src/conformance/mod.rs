@@ -2,6 +2,7 @@
 //! `async fn(&impl TestBackend) -> TestResult`. Backends run them all with
 //! [`crate::conformance_tests!`].
 
+mod admission;
 mod enqueue;
 mod events;
 mod history;
@@ -16,6 +17,7 @@ mod timing;
 mod whatsapp;
 mod worker;
 
+pub use admission::*;
 pub use enqueue::*;
 pub use events::*;
 pub use history::*;

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use wq_core::{
-    AttemptOutcome, Backend, Client, Enqueue, JobId, JobState, PauseChange, QueueConfig, QueueName,
-    RetryPolicy, SessionKey, SessionLimits, Sessions as _, Worker, WorkerHandle,
+    Admission, Allowance, AttemptOutcome, Backend, Client, Enqueue, JobId, JobState, PauseChange,
+    QueueConfig, QueueName, RetryPolicy, SessionKey, SessionLimits, Sessions as _, Worker,
+    WorkerHandle,
 };
 use wq_whatsapp::{
     AckLevel, BridgeEvent, Capabilities, EnqueueMessage as _, Jid, MessageId, OutboundMessage,
@@ -593,6 +594,90 @@ pub async fn another_process_resumes_a_lost_links_pause<T: TestBackend>(t: &T) -
             client.counts(QUEUE).await?.completed,
             2,
             "only the resumed session sent"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A session's allowance of new chats: with room for two contacts it never
+/// wrote to, the messages to those two go out (a second message to one of
+/// them too: it is known by then), and the third contact's waits for a
+/// place, spending no attempt. A quota event from the bridge becomes the
+/// session's allowance.
+pub async fn new_contacts_wait_for_the_allowance<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        declare_quick(&client).await?;
+        let hour = Duration::from_secs(3600);
+        client
+            .set_allowance(QUEUE, "inst-1", Some(Allowance::new(2, hour)))
+            .await?;
+        // One at a time, so the contacts come in enqueue order.
+        let one = SessionLimits::new().max_running(1);
+        client.set_session_limits(QUEUE, "inst-1", one).await?;
+        let contacts = ["5511900000001", "5511900000002", "5511900000003"];
+        enqueue(&client, "inst-1", &contacts, 1, 0).await?;
+        let again = enqueue(&client, "inst-1", &contacts[..1], 1, 0).await?;
+        let bridge = ScriptedBridge::new(AckLevel::Server);
+        let running = start(&b, &bridge, config()).await?;
+        let sent = wait_completed(&client, 3).await;
+        let third = wait_until("the third contact's message to wait", PATIENCE, || async {
+            let jobs = client.list(wq_core::ListQuery::new().queue(QUEUE)).await?;
+            Ok(jobs.iter().any(|j| {
+                j.state == JobState::Scheduled
+                    && j.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("new chat"))
+            }))
+        })
+        .await;
+        let refused = client.admit(QUEUE, "inst-1", "probe").await?;
+        let _ = bridge.events.send(BridgeEvent::Quota {
+            instance: "inst-1".into(),
+            new_chats: 4,
+            per: hour,
+        });
+        let raised = wait_until("the quota to become the allowance", PATIENCE, || async {
+            Ok(client.admit(QUEUE, "inst-1", "probe").await? == Admission::Admitted)
+        })
+        .await;
+        running.stop().await?;
+        sent?;
+        third?;
+        raised?;
+        ensure!(
+            matches!(refused, Admission::Refused { .. }),
+            "the allowance was spent: {refused:?}"
+        );
+        let jobs = client.list(wq_core::ListQuery::new().queue(QUEUE)).await?;
+        let mut to_third = jobs.iter().filter(|j| {
+            j.group
+                .as_ref()
+                .is_some_and(|g| g.as_str().ends_with(contacts[2]))
+        });
+        let job = to_third
+            .next()
+            .ok_or_else(|| Failure::new("no message to the third contact"))?;
+        ensure_eq!(
+            job.state,
+            JobState::Scheduled,
+            "the third contact's message waits"
+        );
+        ensure_eq!(job.attempt, 0, "waiting spent no attempt");
+        ensure_eq!(
+            bridge.sends_of(&MessageId::for_job(job.id)),
+            0,
+            "and sent nothing"
+        );
+        let second = again
+            .keys()
+            .next()
+            .ok_or_else(|| Failure::new("no second message"))?;
+        ensure_eq!(
+            bridge.sends_of(second),
+            1,
+            "a known contact's next message went out"
         );
         Ok(())
     })
