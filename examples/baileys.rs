@@ -165,7 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bridge = Arc::new(Baileys {
         sidecar: sidecar.clone(),
     });
-    let pipeline = SendPipeline::with_config(bridge, store.clone(), config);
+    let pipeline = SendPipeline::with_config(bridge, store.clone(), config).watch("message");
     let supervisor = tokio::spawn(pipeline.supervise());
     let worker = Worker::new(store)
         .handle("message", pipeline)

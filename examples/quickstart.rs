@@ -208,7 +208,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for batch in jobs.chunks(500) {
         client.enqueue_many(batch.iter().cloned()).await?;
     }
-    let pipeline = SendPipeline::new(bridge.clone(), store.clone());
+    let pipeline = SendPipeline::new(bridge.clone(), store.clone()).watch("message");
     let supervisor = tokio::spawn(pipeline.supervise());
     let worker = Worker::new(store)
         .handle_with("message", pipeline, QueueOptions::default().concurrency(64))

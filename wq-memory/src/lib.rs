@@ -31,10 +31,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Admission, Admissions, Allowance, GroupKey, Ack, AckOutcome, AckedAndClaimed, Audit, AuditReport, ClaimRequest, Counts, DeadJobs, Enqueued,
-    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig,
-    QueueInfo, QueueName, RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits,
-    Sessions, Store, StoreError, Timestamp, WakeSignal, Wakeups,
+    Ack, AckOutcome, AckedAndClaimed, Admission, Admissions, Allowance, Audit, AuditReport,
+    ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId, LeaseRef,
+    ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName,
+    RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
+    Timestamp, WakeSignal, Wakeups,
 };
 
 use state::State;

@@ -379,7 +379,7 @@ fn normalize(mut jobs: Vec<Job>) -> Vec<String> {
 
 /// Pause change `n` (0 to 7): each of the four kinds, for reason `a` or `b`.
 fn pause_change(n: u8) -> PauseChange {
-    let reason = if n % 2 == 0 { "a" } else { "b" }.to_owned();
+    let reason = if n.is_multiple_of(2) { "a" } else { "b" }.to_owned();
     match n / 2 {
         0 => PauseChange::Pause(reason),
         1 => PauseChange::PauseUnlessPaused(reason),

@@ -507,7 +507,8 @@ pub async fn start_worker<B: Backend>(store: B, bridge: &str) -> Result<Running,
     let pipeline_config = PipelineConfig::default()
         .typing(Typing::Off)
         .resume_poll(Duration::from_millis(50));
-    let pipeline = SendPipeline::with_config(Arc::new(transport), store.clone(), pipeline_config);
+    let pipeline =
+        SendPipeline::with_config(Arc::new(transport), store.clone(), pipeline_config).watch(QUEUE);
     let supervisor = tokio::spawn(pipeline.supervise());
     let worker = Worker::new(store).handle(QUEUE, pipeline).start().await;
     match worker {

@@ -134,11 +134,11 @@ pub async fn admissions_race_for_the_last_place<T: TestBackend>(t: &T) -> TestRe
         declare(&client, QueueConfig::new("send")).await?;
         let q = QueueName::from("send");
         let now = clock.now();
-        for round in 0..8 {
+        for round in 0u32..8 {
             let session = SessionKey::from(format!("n{round}").as_str());
             b.set_allowance(&q, &session, Some(&Allowance::new(1, secs(3600))))
                 .await?;
-            let same = round % 2 == 0;
+            let same = round.is_multiple_of(2);
             let race = |g: &str| {
                 let (b, q, s, g) = (b.clone(), q.clone(), session.clone(), GroupKey::from(g));
                 tokio::spawn(async move { b.admit(&q, &s, &g, now).await })
