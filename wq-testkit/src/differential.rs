@@ -112,7 +112,8 @@ pub enum Op {
         queue: usize,
         /// Which session.
         session: u8,
-        /// Which change ([`pause_change`]), and for which of two reasons.
+        /// Which change (0 to 7: pause, pause unless paused, resume, resume
+        /// if; each for reason `a` or `b`).
         change: u8,
     },
     /// Claim up to `limit` jobs of queue `queue`.
