@@ -33,7 +33,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
-    Ack, AckAction, AckOutcome, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, Job,
+    Ack, AckAction, AckOutcome, Admissions as _, Allowance, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, GroupKey, Job,
     JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, PauseChange, Payload, QueueConfig,
     QueueName, Rate, RescueReport, Retention, RunAt, Scheduler, SessionKey, SessionLimits,
     Sessions, Store, StoreError, Timestamp,
@@ -116,6 +116,28 @@ pub enum Op {
         /// if; each for reason `a` or `b`).
         change: u8,
     },
+    /// Set (`new` per 10 s) or lift the allowance of new groups of
+    /// session `s{session}` of queue `queue`, or hold its admissions for
+    /// `hold` seconds.
+    Allow {
+        /// Index into the three queues.
+        queue: usize,
+        /// Which session.
+        session: u8,
+        /// New groups per 10 s, or none.
+        new: Option<u8>,
+        /// Seconds to hold admissions from now, instead.
+        hold: Option<u8>,
+    },
+    /// Admit session `s{session}` of queue `queue` to group `g{group}` now.
+    Admit {
+        /// Index into the three queues.
+        queue: usize,
+        /// Which session.
+        session: u8,
+        /// Which group.
+        group: u8,
+    },
     /// Claim up to `limit` jobs of queue `queue`.
     Claim {
         /// Index into the three queues.
@@ -190,6 +212,10 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => (0usize..3, 0u8..2, 0u8..8)
             .prop_map(|(queue, session, change)| Op::PauseSession { queue, session, change }),
+        1 => (0usize..3, 0u8..2, option::of(1u8..3), option::weighted(0.2, 1u8..15))
+            .prop_map(|(queue, session, new, hold)| Op::Allow { queue, session, new, hold }),
+        2 => (0usize..3, 0u8..2, 0u8..5)
+            .prop_map(|(queue, session, group)| Op::Admit { queue, session, group }),
         4 => (0usize..3, 1u8..4).prop_map(|(queue, limit)| Op::Claim { queue, limit }),
         5 => (any::<u8>(), act).prop_map(|(pick, act)| Op::Ack { pick, act }),
         2 => Just(Op::RepeatAck),
@@ -508,6 +534,43 @@ impl<B: Backend> Pair<B> {
                 // A batch's jobs are compared in the store after the step,
                 // where their sequence numbers have ranks to compare by.
                 self.same("enqueue", created(m)?, created(t)?)
+            }
+            Op::Allow {
+                queue,
+                session,
+                new,
+                hold,
+            } => {
+                let (q, s) = (QueueName::from(QUEUES[*queue]), session_key(*session));
+                let (m, t) = match hold {
+                    Some(secs) => {
+                        let until = now + Duration::from_secs(u64::from(*secs));
+                        (
+                            self.reference.hold_admissions(&q, &s, until).await,
+                            self.tested.hold_admissions(&q, &s, until).await,
+                        )
+                    }
+                    None => {
+                        let allowance =
+                            new.map(|n| Allowance::new(u32::from(n), Duration::from_secs(10)));
+                        (
+                            self.reference.set_allowance(&q, &s, allowance.as_ref()).await,
+                            self.tested.set_allowance(&q, &s, allowance.as_ref()).await,
+                        )
+                    }
+                };
+                self.same("allowance", outcome_text(&m)?, outcome_text(&t)?)
+            }
+            Op::Admit {
+                queue,
+                session,
+                group,
+            } => {
+                let (q, s) = (QueueName::from(QUEUES[*queue]), session_key(*session));
+                let g = GroupKey::from(format!("g{group}").as_str());
+                let m = self.reference.admit(&q, &s, &g, now).await;
+                let t = self.tested.admit(&q, &s, &g, now).await;
+                self.same("admission", outcome_text(&m)?, outcome_text(&t)?)
             }
             Op::Claim { queue, limit } => {
                 let req =
