@@ -33,10 +33,10 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
-    Ack, AckAction, AckOutcome, Admissions as _, Allowance, Audit, Backend, ClaimRequest, Clock, DeadJobs, Enqueued, GroupKey, Job,
-    JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead, PauseChange, Payload, QueueConfig,
-    QueueName, Rate, RescueReport, Retention, RunAt, Scheduler, SessionKey, SessionLimits,
-    Sessions, Store, StoreError, Timestamp,
+    Ack, AckAction, AckOutcome, Admissions as _, Allowance, Audit, Backend, ClaimRequest, Clock,
+    DeadJobs, Enqueued, GroupKey, Job, JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead,
+    PauseChange, Payload, QueueConfig, QueueName, Rate, RescueReport, Retention, RunAt, Scheduler,
+    SessionKey, SessionLimits, Sessions, Store, StoreError, Timestamp,
 };
 use wq_memory::MemoryStore;
 
@@ -554,7 +554,9 @@ impl<B: Backend> Pair<B> {
                         let allowance =
                             new.map(|n| Allowance::new(u32::from(n), Duration::from_secs(10)));
                         (
-                            self.reference.set_allowance(&q, &s, allowance.as_ref()).await,
+                            self.reference
+                                .set_allowance(&q, &s, allowance.as_ref())
+                                .await,
                             self.tested.set_allowance(&q, &s, allowance.as_ref()).await,
                         )
                     }
