@@ -21,8 +21,8 @@ use rand::RngExt;
 use tokio::sync::broadcast;
 use tower::Service;
 use wq_core::{
-    Admission, Admissions, Allowance, GroupKey, Handler, HandlerFuture, JobContext, JobError,
-    PauseChange, QueueName, SessionKey, Sessions, Timestamp, WaitCause,
+    Admission, Admissions, Allowance, AttemptOutcome, GroupKey, Handler, HandlerFuture, JobContext,
+    JobError, PauseChange, QueueName, SessionKey, Sessions, Timestamp, WaitCause,
 };
 
 use crate::job::JobMessageId;
@@ -889,11 +889,17 @@ fn contact_backoff(ctx: &JobContext) -> Duration {
 
 /// Whether an earlier run ended in a failure that may have sent the
 /// message: the last one, or any the history keeps (a wait for a lost link
-/// or a rate limit may have come between, and replaced `last_error`).
+/// or a rate limit may have come between, and replaced `last_error`), or a
+/// run that lapsed: its worker died or stalled, maybe in the middle of the
+/// send.
 fn maybe_sent_before(ctx: &JobContext) -> bool {
     let job = ctx.job();
     let maybe = |e: Option<&str>| e.is_some_and(|e| e.starts_with(MAYBE_SENT));
-    maybe(job.last_error.as_deref()) || job.history.iter().any(|a| maybe(a.error.as_deref()))
+    maybe(job.last_error.as_deref())
+        || job
+            .history
+            .iter()
+            .any(|a| a.outcome == AttemptOutcome::Lapsed || maybe(a.error.as_deref()))
 }
 
 /// The characters a person would type for `content`.
