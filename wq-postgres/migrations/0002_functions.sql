@@ -637,6 +637,8 @@ DECLARE
     v_names text[];
     v_allow integer[];
     v_ids uuid[];
+    -- The jobs taken between steps: they run, but are no start.
+    v_between uuid[];
     -- The sessions of the jobs started, and their leases' tokens.
     v_sq text[];
     v_ss text[];
@@ -715,8 +717,11 @@ BEGIN
 
     -- Holding sessions, this claim must wait for no lock: heads and their
     -- jobs are taken SKIP LOCKED together.
-    v_ids := ARRAY(
-        SELECT c.id FROM (
+    SELECT coalesce(array_agg(c.id ORDER BY c.priority, c.fresh, c.run_at, c.seq), '{}'),
+           coalesce(array_agg(c.id) FILTER (WHERE NOT c.fresh), '{}')
+    INTO v_ids, v_between
+    FROM (
+        SELECT c.id, c.priority, c.fresh, c.run_at, c.seq FROM (
             SELECT c.id, c.priority, c.fresh, c.run_at, c.seq FROM (
                 SELECT h.id, h.priority, h.fresh, h.run_at, h.seq
                 FROM heads h JOIN jobs j ON j.id = h.id
@@ -737,7 +742,7 @@ BEGIN
                 FOR UPDATE OF h, j SKIP LOCKED) x
         ) c
         ORDER BY c.priority, c.fresh, c.run_at, c.seq
-        LIMIT p_limit);
+        LIMIT p_limit) c;
     RETURN QUERY
     WITH picked AS (
         DELETE FROM heads h WHERE h.id = ANY(v_ids) RETURNING h.id
@@ -757,9 +762,9 @@ BEGIN
            array_agg(t.n ORDER BY t.s), array_agg(t.token ORDER BY t.s)
     INTO v_sq, v_ss, v_sn, v_st
     FROM (SELECT j.queue AS q, j.session AS s, -count(*)::integer AS n,
-                 max(j.lease_token) FILTER (WHERE NOT wq_continued(j.history)) AS token
+                 max(j.lease_token) FILTER (WHERE NOT j.id = ANY(v_between)) AS token
           FROM unnest(v_ids) AS i(id)
-          CROSS JOIN LATERAL (SELECT queue, session, lease_token, history
+          CROSS JOIN LATERAL (SELECT id, queue, session, lease_token
                               FROM jobs WHERE id = i.id) j
           WHERE j.session IS NOT NULL
           GROUP BY j.queue, j.session) t;
