@@ -1392,6 +1392,16 @@ BEGIN
     RETURN p_limit - v_left;
 END $$;
 
+-- Raises WQ001 (unknown queue) unless p_queue is declared.
+CREATE FUNCTION wq_known_queue(p_queue text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM queues WHERE name = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
+    END IF;
+END $$;
+
 -- Sets a session's limits (when p_limits) and changes its pause (when
 -- p_change is given: 1 pause for p_reason, 2 the same unless paused, 3
 -- resume, 4 resume only a pause for p_reason; see wq_core::PauseChange),
@@ -1406,10 +1416,7 @@ DECLARE
     v_was text;
     v_now text;
 BEGIN
-    PERFORM 1 FROM queues WHERE name = p_queue;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
-    END IF;
+    PERFORM wq_known_queue(p_queue);
     INSERT INTO sessions AS s (queue, session, max_running, rate_starts, rate_per_us,
                                rate_jitter_us)
     VALUES (p_queue, p_session, p_max_running, p_rate_starts, p_rate_per_us, p_rate_jitter_us)
@@ -1443,10 +1450,7 @@ CREATE FUNCTION set_admissions(p_queue text, p_session text, p_allowance boolean
 RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM queues WHERE name = p_queue;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
-    END IF;
+    PERFORM wq_known_queue(p_queue);
     INSERT INTO admissions AS a (queue, session, allowance_new, allowance_per_us, held_until)
     VALUES (p_queue, p_session, p_new, p_per_us, p_held_until)
     ON CONFLICT (queue, session) DO UPDATE
@@ -1468,10 +1472,7 @@ DECLARE
     v_count integer;
     v_oldest timestamptz;
 BEGIN
-    PERFORM 1 FROM queues WHERE name = p_queue;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = 'WQ001';
-    END IF;
+    PERFORM wq_known_queue(p_queue);
     IF EXISTS (SELECT 1 FROM admitted
                WHERE queue = p_queue AND session = p_session AND group_key = p_group) THEN
         RETURN QUERY SELECT 0::smallint, NULL::timestamptz;
