@@ -3,7 +3,8 @@
 //! Per queue, only jobs that may run next are indexed: ungrouped jobs and
 //! the head of each group. `ready` orders the due ones by (priority,
 //! fresh, `run_at`, sequence), where a job between steps is not fresh and
-//! so comes first at its priority; `scheduled` orders the rest by `run_at`. A claim pops
+//! so comes first at its priority; `scheduled` orders the rest by
+//! `run_at`. A claim pops
 //! from `ready` and a group's next job enters an index only when its head is
 //! terminal, so one job in flight per group holds by construction and no
 //! operation on the hot path scans the backlog. A due head with a session
