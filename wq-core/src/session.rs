@@ -291,6 +291,33 @@ pub trait Sessions: Send + Sync + 'static {
         after: Option<&SessionKey>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<SessionInfo>, StoreError>> + Send;
+
+    /// Up to `limit` paused sessions of a queue after `after`, by key: what
+    /// a process looks at to lift pauses. The default pages through
+    /// [`list_sessions`](Sessions::list_sessions); a backend whose listing
+    /// counts each session's jobs reads the paused ones alone.
+    fn paused_sessions(
+        &self,
+        queue: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SessionInfo>, StoreError>> + Send {
+        async move {
+            let mut after = after.cloned();
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let page = self.list_sessions(queue, after.as_ref(), limit).await?;
+                let done = page.len() < limit;
+                after = page.last().map(|i| i.session.clone());
+                out.extend(page.into_iter().filter(|i| i.paused));
+                if done {
+                    break;
+                }
+            }
+            out.truncate(limit);
+            Ok(out)
+        }
+    }
 }
 
 #[cfg(test)]

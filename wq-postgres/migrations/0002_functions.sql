@@ -775,7 +775,10 @@ END $$;
 
 -- Makes jobs that head their groups (or have none) claimable, all at once:
 -- available if due, scheduled otherwise, leases cleared; wakes their queues.
-CREATE FUNCTION wq_place_all(p_ids uuid[], p_now timestamptz) RETURNS void
+-- Those in p_between wait between steps (their heads are not fresh): the
+-- caller knows, so the jobs' histories are not read on this path.
+CREATE FUNCTION wq_place_all(p_ids uuid[], p_between uuid[], p_now timestamptz)
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_queues text[];
@@ -789,10 +792,10 @@ BEGIN
         SET state = CASE WHEN run_at <= p_now THEN 1 ELSE 0 END, updated_at = p_now,
             lease_expires_at = NULL, lease_worker = NULL, lease_started_at = NULL
         WHERE id = ANY(p_ids)
-        RETURNING id, queue, group_key, session, priority, run_at, seq, history, state
+        RETURNING id, queue, group_key, session, priority, run_at, seq, state
     ), headed AS (
         INSERT INTO heads (id, queue, group_key, session, priority, run_at, seq, fresh, ready)
-        SELECT id, queue, group_key, session, priority, run_at, seq, NOT wq_continued(history),
+        SELECT id, queue, group_key, session, priority, run_at, seq, NOT id = ANY(p_between),
                state = 1
         FROM placed
         RETURNING queue
@@ -1021,7 +1024,12 @@ BEGIN
           AND (q.config->'retention'->>'completed')::bigint = 0;
     END IF;
     IF cardinality(v_requeued) + cardinality(v_next) > 0 THEN
-        PERFORM wq_place_all(v_requeued || v_next, p_now);
+        -- Those that ended a step wait between steps; every other one
+        -- (a retry, a wait, a release, a group's next job) is fresh.
+        PERFORM wq_place_all(v_requeued || v_next,
+                             ARRAY(SELECT p_ids[i] FROM generate_subscripts(p_ids, 1) AS i
+                                   WHERE v_fate[i] = -1 AND p_actions[i] = 5),
+                             p_now);
     END IF;
     -- Sessions last: a job that left running frees its session's slot, a
     -- head placed may change its session's front.

@@ -149,7 +149,32 @@ impl Sessions for PgStore {
         after: Option<&SessionKey>,
         limit: usize,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        let rows = sqlx::query(self.inner.sql.list_sessions.clone())
+        self.page_sessions(self.inner.sql.list_sessions.clone(), queue, after, limit)
+            .await
+    }
+
+    async fn paused_sessions(
+        &self,
+        queue: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        self.page_sessions(self.inner.sql.paused_sessions.clone(), queue, after, limit)
+            .await
+    }
+}
+
+impl PgStore {
+    /// A page of sessions by `statement` (`list_sessions` or
+    /// `paused_sessions`).
+    async fn page_sessions(
+        &self,
+        statement: sqlx::SqlStr,
+        queue: &QueueName,
+        after: Option<&SessionKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        let rows = sqlx::query(statement)
             .bind(queue.as_str())
             .bind(after.map_or("", |k| k.as_str()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -44,6 +44,7 @@ pub struct Sql {
     pub set_session: SqlStr,
     pub session_info: SqlStr,
     pub list_sessions: SqlStr,
+    pub paused_sessions: SqlStr,
     pub set_admissions: SqlStr,
     pub admit: SqlStr,
 }
@@ -148,6 +149,16 @@ impl Sql {
             )),
             release_lock: stmt(format!(
                 "DELETE FROM {s}.locks WHERE name = $1 AND token = $2"
+            )),
+            // As `list_sessions`, paused ones only: the jobs of no other
+            // session are counted.
+            paused_sessions: stmt(format!(
+                "SELECT x.* FROM {s}.queues q \
+                 LEFT JOIN LATERAL ({session} \
+                   WHERE s.queue = q.name AND s.paused AND s.session > $2 \
+                   ORDER BY s.session LIMIT $3) x \
+                   ON true \
+                 WHERE q.name = $1"
             )),
             set_admissions: stmt(format!(
                 "SELECT {s}.set_admissions($1, $2, $3, $4, $5, $6, $7)::text"

@@ -714,7 +714,7 @@ impl<T: Transport, S: Sessions + Admissions> SendPipeline<T, S> {
             let page = self
                 .inner
                 .sessions
-                .list_sessions(queue, after.as_ref(), PAGE)
+                .paused_sessions(queue, after.as_ref(), PAGE)
                 .await?;
             for info in &page {
                 let Some(stored) = info.pause_reason.as_deref() else {

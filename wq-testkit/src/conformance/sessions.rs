@@ -372,7 +372,8 @@ pub async fn paused_sessions_hold_their_jobs<T: TestBackend>(t: &T) -> TestResul
 /// force in one step: a pause "unless paused" keeps another pause's reason,
 /// a resume "if" lifts only a pause for exactly that reason, so a process
 /// that paused a session for a lost link never lifts an operator's pause.
-/// A blank reason is refused, naming `reason`, and changes nothing.
+/// A blank reason is refused, naming `reason`, and changes nothing. Two
+/// callers at once change a pause once.
 pub async fn pause_reasons_guard_resumes<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
         let (client, _clock) = manual_client(&b);
@@ -460,11 +461,74 @@ pub async fn pause_reasons_guard_resumes<T: TestBackend>(t: &T) -> TestResult {
             );
             ensure_eq!(reason(&b).await?, after, "{what}: the reason");
         }
+        let paused_now = b.paused_sessions(&q, None, 10).await?;
+        ensure!(paused_now.is_empty(), "none paused: {paused_now:?}");
         let listed = b.list_sessions(&q, None, 10).await?;
         client
             .change_session_pause("send", "n1", PauseChange::Pause("shown".into()))
             .await?;
         let listed_paused = b.list_sessions(&q, None, 10).await?;
+        // Sessions m0..m4 beside it, m1 and m3 paused: the paused ones, in
+        // key order, a page at a time.
+        for n in 0..5 {
+            let key = format!("m{n}");
+            client
+                .set_session_limits("send", &key, SessionLimits::new())
+                .await?;
+            if n % 2 == 1 {
+                client.pause_session("send", &key).await?;
+            }
+        }
+        let first = b.paused_sessions(&q, None, 2).await?;
+        let rest = b
+            .paused_sessions(&q, first.last().map(|i| &i.session), 2)
+            .await?;
+        let keys = |v: &[wq_core::SessionInfo]| {
+            v.iter()
+                .map(|i| i.session.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        ensure_eq!(
+            keys(&first),
+            vec!["m1", "m3"],
+            "the first page of paused sessions"
+        );
+        ensure_eq!(keys(&rest), vec!["n1"], "the next page");
+
+        // Two callers at once: one pause wins and keeps its reason; of two
+        // resumes for it, one lifts it; sent again (a lost reply), the
+        // resume changes nothing.
+        for round in 0..6 {
+            let s = SessionKey::from(format!("r{round}").as_str());
+            let race = |change: PauseChange| {
+                let (b, q, s) = (b.clone(), q.clone(), s.clone());
+                tokio::spawn(async move { b.set_session_paused(&q, &s, &change).await })
+            };
+            let joined = |h: tokio::task::JoinHandle<Result<bool, wq_core::StoreError>>| async {
+                h.await
+                    .map_err(|e| Failure::new(e.to_string()))?
+                    .map_err(Failure::from)
+            };
+            let x = race(PauseChange::PauseUnlessPaused("x".into()));
+            let y = race(PauseChange::PauseUnlessPaused("y".into()));
+            let (x, y) = (joined(x).await?, joined(y).await?);
+            ensure!(x != y, "round {round}: one pause of two applied ({x}, {y})");
+            let winner = if x { "x" } else { "y" };
+            let info = b.session_info(&q, &s).await?;
+            ensure_eq!(
+                info.and_then(|i| i.pause_reason),
+                Some(winner.to_owned()),
+                "round {round}: the winner's reason"
+            );
+            let first = race(PauseChange::ResumeIf(winner.into()));
+            let second = race(PauseChange::ResumeIf(winner.into()));
+            let (first, second) = (joined(first).await?, joined(second).await?);
+            ensure!(first != second, "round {round}: one resume of two applied");
+            let again = b
+                .set_session_paused(&q, &s, &PauseChange::ResumeIf(winner.into()))
+                .await?;
+            ensure!(!again, "round {round}: a resume sent again changes nothing");
+        }
         ensure!(
             listed.iter().all(|i| i.pause_reason.is_none()),
             "listed without a reason: {listed:?}"
