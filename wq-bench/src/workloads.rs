@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use wq_core::{
-    Ack, AckAction, Backend, ClaimRequest, Client, Enqueue, Events, Handler, JobContext, JobError,
-    QueueConfig, QueueOptions, Store, Worker, WorkerHandle,
+    Ack, AckAction, Admin, Backend, ClaimRequest, Client, Enqueue, Events, Handler, JobContext,
+    JobError, QueueConfig, QueueOptions, Store, Worker, WorkerHandle,
 };
 
 use crate::report::Report;
@@ -128,7 +128,11 @@ pub async fn w1<F: Factory>(f: &F, p: &Params) -> Result<Vec<Report>, String> {
 }
 
 /// Waits until `done` reaches `total`, then until the store shows every job completed.
-async fn drained<B: Store>(client: &Client<B>, done: &AtomicU64, total: u64) -> Result<(), String> {
+async fn drained<B: Store + Admin>(
+    client: &Client<B>,
+    done: &AtomicU64,
+    total: u64,
+) -> Result<(), String> {
     while done.load(Ordering::Relaxed) < total {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }

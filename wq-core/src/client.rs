@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use rand::RngExt;
 use serde::Serialize;
 
+use crate::admin::{Admin, Counts, DeadJobs, ListQuery, Position};
 use crate::admission::{Admission, Admissions, Allowance};
 use crate::error::{Error, ValidationError};
 use crate::events::{EventKind, Events, JobEvent, listening};
@@ -15,7 +16,7 @@ use crate::job::{Job, JobId, JobState, NewJob, Payload, RunAt};
 use crate::name::{GroupKey, QueueName, SessionKey};
 use crate::queue::{QueueConfig, QueueInfo};
 use crate::session::{PauseChange, SessionInfo, SessionLimits, Sessions};
-use crate::store::{Counts, DeadJobs, Enqueued, ListQuery, Position, Store};
+use crate::store::{Enqueued, Store};
 use crate::time::{SharedClock, SystemClock, Timestamp};
 use crate::typed::IntoEnqueue;
 use crate::validate;
@@ -308,11 +309,6 @@ impl<S: Store> Client<S> {
         Ok(self.inner.store.queue_info(&QueueName::from(name)).await?)
     }
 
-    /// Every declared queue.
-    pub async fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
-        Ok(self.inner.store.list_queues().await?)
-    }
-
     async fn config(&self, name: &QueueName) -> Result<Arc<QueueConfig>, Error> {
         if let Some((c, at)) = self.inner.configs.read().get(name)
             && at.elapsed() < CONFIG_TTL
@@ -410,6 +406,39 @@ impl<S: Store> Client<S> {
         Ok(self.inner.store.get(id).await?)
     }
 
+    /// Deletes every finished job past its queue's retention; returns how many.
+    pub async fn prune(&self) -> Result<u64, Error> {
+        let mut total = 0;
+        loop {
+            let n = self.inner.store.prune(self.now(), PRUNE_BATCH).await?;
+            total += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The queue's and session's names, checked (the queue declared).
+    async fn session_key(
+        &self,
+        queue: &str,
+        session: &str,
+    ) -> Result<(QueueName, SessionKey), Error> {
+        validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
+        let name = QueueName::from(queue);
+        self.config(&name).await?;
+        Ok((name, SessionKey::from(session)))
+    }
+}
+
+/// An operator's calls: queues, listing, counts, the dead-letter queue,
+/// cancelling and pausing.
+impl<S: Store + Admin> Client<S> {
+    /// Every declared queue.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, Error> {
+        Ok(self.inner.store.list_queues().await?)
+    }
+
     /// Cancels a job: at once if it waits; if it runs, its handler is told
     /// at the next heartbeat and the job ends `cancelled` (or `completed` if
     /// the handler finished first).
@@ -449,6 +478,22 @@ impl<S: Store> Client<S> {
         validate::list_limit(query.limit)?;
         if let Some(q) = &query.queue {
             validate::queue_name(q.as_str())?;
+        }
+        if let Some(t) = &query.tenant {
+            validate::name_like("tenant", t, validate::MAX_TENANT)?;
+        }
+        if let Some(g) = &query.group {
+            validate::name_like("group", g.as_str(), validate::MAX_GROUP_KEY)?;
+        }
+        if query.queue.is_none() && (query.group.is_some() || query.idempotency_key.is_some()) {
+            return Err(ValidationError::new(
+                "queue",
+                "groups and idempotency keys belong to a queue: name the queue",
+            )
+            .into());
+        }
+        if let Some(k) = &query.idempotency_key {
+            validate::name_like("idempotency_key", k, validate::MAX_IDEMPOTENCY_KEY)?;
         }
         Ok(self.inner.store.list(&query).await?)
     }
@@ -498,30 +543,6 @@ impl<S: Store> Client<S> {
     /// Where a waiting job stands in its group and its queue.
     pub async fn position(&self, id: JobId) -> Result<Option<Position>, Error> {
         Ok(self.inner.store.position(id).await?)
-    }
-
-    /// Deletes every finished job past its queue's retention; returns how many.
-    pub async fn prune(&self) -> Result<u64, Error> {
-        let mut total = 0;
-        loop {
-            let n = self.inner.store.prune(self.now(), PRUNE_BATCH).await?;
-            total += n;
-            if n < PRUNE_BATCH as u64 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// The queue's and session's names, checked (the queue declared).
-    async fn session_key(
-        &self,
-        queue: &str,
-        session: &str,
-    ) -> Result<(QueueName, SessionKey), Error> {
-        validate::name_like("session", session, validate::MAX_SESSION_KEY)?;
-        let name = QueueName::from(queue);
-        self.config(&name).await?;
-        Ok((name, SessionKey::from(session)))
     }
 }
 

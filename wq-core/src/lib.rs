@@ -57,6 +57,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod admin;
 mod admission;
 pub mod attempt;
 mod audit;
@@ -80,6 +81,7 @@ mod typed;
 pub mod validate;
 pub mod worker;
 
+pub use admin::{Admin, Counts, DeadJobs, ListQuery, Position};
 pub use admission::{Admission, Admissions, Allowance};
 pub use attempt::{Attempt, AttemptOutcome};
 pub use audit::{Anomaly, AnomalyKind, Audit, AuditReport};
@@ -100,8 +102,8 @@ pub use session::{
     SessionLimits, Sessions,
 };
 pub use store::{
-    Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued,
-    ExtendOutcome, LeaseRef, ListQuery, Position, RescueReport, RescuedJob, Store,
+    Ack, AckAction, AckOutcome, AckedAndClaimed, ClaimRequest, Enqueued, ExtendOutcome, LeaseRef,
+    RescueReport, RescuedJob, Store,
 };
 pub use time::{Clock, ManualClock, SharedClock, Sleep, SystemClock, Timestamp};
 pub use typed::{IntoEnqueue, TypedHandler, TypedJob};
@@ -109,6 +111,9 @@ pub use worker::{QueueOptions, ShutdownReport, Worker, WorkerHandle, WorkerStats
 
 /// Everything a worker needs from a backend: jobs, sessions and their
 /// admissions, locks, time and the audit of its own invariants.
-pub trait Backend: Store + Sessions + Admissions + Lock + Scheduler + Audit + Clone {}
+pub trait Backend:
+    Store + Admin + Sessions + Admissions + Lock + Scheduler + Audit + Clone
+{
+}
 
-impl<T: Store + Sessions + Admissions + Lock + Scheduler + Audit + Clone> Backend for T {}
+impl<T: Store + Admin + Sessions + Admissions + Lock + Scheduler + Audit + Clone> Backend for T {}

@@ -7,11 +7,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::StoreError;
 use crate::job::{Job, JobId, JobState, NewJob, Payload};
-use crate::name::{GroupKey, QueueName};
+use crate::name::QueueName;
 use crate::queue::{QueueConfig, QueueInfo};
 use crate::time::Timestamp;
 
@@ -208,156 +206,6 @@ pub struct Enqueued {
     pub created: bool,
 }
 
-/// Jobs of one queue by state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    /// Waiting for `run_at`.
-    pub scheduled: u64,
-    /// Due.
-    pub available: u64,
-    /// Leased.
-    pub running: u64,
-    /// Completed (and still retained).
-    pub completed: u64,
-    /// Dead (and still retained).
-    pub dead: u64,
-    /// Cancelled (and still retained).
-    pub cancelled: u64,
-}
-
-impl Counts {
-    /// The count of one state.
-    pub fn get(&self, state: JobState) -> u64 {
-        match state {
-            JobState::Scheduled => self.scheduled,
-            JobState::Available => self.available,
-            JobState::Running => self.running,
-            JobState::Completed => self.completed,
-            JobState::Dead => self.dead,
-            JobState::Cancelled => self.cancelled,
-        }
-    }
-
-    /// A mutable reference to the count of one state.
-    pub fn get_mut(&mut self, state: JobState) -> &mut u64 {
-        match state {
-            JobState::Scheduled => &mut self.scheduled,
-            JobState::Available => &mut self.available,
-            JobState::Running => &mut self.running,
-            JobState::Completed => &mut self.completed,
-            JobState::Dead => &mut self.dead,
-            JobState::Cancelled => &mut self.cancelled,
-        }
-    }
-
-    /// All jobs counted.
-    pub fn total(&self) -> u64 {
-        JobState::ALL.into_iter().map(|s| self.get(s)).sum()
-    }
-
-    /// Jobs not yet terminal.
-    pub fn pending(&self) -> u64 {
-        self.scheduled + self.available + self.running
-    }
-}
-
-/// Where a waiting job stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// Unfinished jobs of its group that must finish before it can start,
-    /// the running one included (0: it heads the group); `None` for a job
-    /// without a group.
-    pub in_group: Option<u64>,
-    /// Waiting jobs of its queue that start before it: ordered earlier by
-    /// priority, `run_at` and enqueue order. Group order can only hold it
-    /// back further.
-    pub in_queue: u64,
-}
-
-/// A filter for [`Store::list`]; results come in id order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ListQuery {
-    /// Only this queue.
-    pub queue: Option<QueueName>,
-    /// Only this state.
-    pub state: Option<JobState>,
-    /// Only this group.
-    pub group: Option<GroupKey>,
-    /// Only ids after this one (the cursor of the next page).
-    pub after: Option<JobId>,
-    /// Most jobs returned.
-    pub limit: usize,
-}
-
-impl ListQuery {
-    /// Up to 100 jobs of any queue.
-    pub fn new() -> Self {
-        Self {
-            queue: None,
-            state: None,
-            group: None,
-            after: None,
-            limit: 100,
-        }
-    }
-
-    /// Only `queue`.
-    pub fn queue(mut self, queue: impl Into<QueueName>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-
-    /// Only jobs in `state`.
-    pub fn state(mut self, state: JobState) -> Self {
-        self.state = Some(state);
-        self
-    }
-
-    /// Only jobs of `group`.
-    pub fn group(mut self, group: impl Into<GroupKey>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    /// Only jobs after `id`.
-    pub fn after(mut self, id: JobId) -> Self {
-        self.after = Some(id);
-        self
-    }
-
-    /// At most `limit` jobs.
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = limit;
-        self
-    }
-
-    /// Whether `job` passes the filter (the cursor and limit aside).
-    pub fn matches(&self, job: &Job) -> bool {
-        self.queue.as_ref().is_none_or(|q| *q == job.queue)
-            && self.state.is_none_or(|s| s == job.state)
-            && self
-                .group
-                .as_ref()
-                .is_none_or(|g| job.group.as_ref() == Some(g))
-    }
-}
-
-impl Default for ListQuery {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Which dead jobs an operation applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeadJobs {
-    /// Every dead job of the queue.
-    All(QueueName),
-    /// These jobs; ids that are not dead are skipped.
-    Ids(Vec<JobId>),
-}
-
 /// What a rescue of lapsed leases did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -417,16 +265,6 @@ pub trait Store: Send + Sync + 'static {
         &self,
         queue: &QueueName,
     ) -> impl Future<Output = Result<Option<QueueInfo>, StoreError>> + Send;
-
-    /// Every declared queue, by name.
-    fn list_queues(&self) -> impl Future<Output = Result<Vec<QueueInfo>, StoreError>> + Send;
-
-    /// Pauses or resumes claiming from a queue; enqueueing goes on.
-    fn set_paused(
-        &self,
-        queue: &QueueName,
-        paused: bool,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores jobs, all or none, in order. A job whose idempotency key is
     /// already known in its queue stores nothing and returns the existing job.
@@ -504,44 +342,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<RescueReport, StoreError>> + Send;
 
-    /// Cancels a waiting job at once; a running job gets its cancellation
-    /// requested and ends when its worker reports back or its lease lapses.
-    fn cancel(
-        &self,
-        id: JobId,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<Job, StoreError>> + Send;
-
     /// One job.
     fn get(&self, id: JobId) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
-
-    /// Jobs matching a filter, in id order.
-    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
-
-    /// Jobs of a queue by state.
-    fn counts(&self, queue: &QueueName) -> impl Future<Output = Result<Counts, StoreError>> + Send;
-
-    /// Where a waiting job stands; `None` if it is not waiting.
-    fn position(
-        &self,
-        id: JobId,
-    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
-
-    /// Makes dead jobs available again with fresh attempts. A dead job that
-    /// still heads its held group runs in place; otherwise it goes to the
-    /// back of its group.
-    fn retry_dead(
-        &self,
-        which: &DeadJobs,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Deletes dead jobs; a group held by its dead head moves on.
-    fn purge_dead(
-        &self,
-        which: &DeadJobs,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes up to `limit` finished jobs older than their queue's retention.
     fn prune(

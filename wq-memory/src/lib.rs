@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, Admission, Admissions, Allowance, Audit, AuditReport,
+    Ack, AckOutcome, AckedAndClaimed, Admin, Admission, Admissions, Allowance, Audit, AuditReport,
     ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId, LeaseRef,
     ListQuery, Lock, LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName,
     RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
@@ -86,14 +86,6 @@ impl Store for MemoryStore {
 
     async fn queue_info(&self, queue: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
         Ok(self.read(|s| s.queue_info(queue)))
-    }
-
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        Ok(self.read(State::list_queues))
-    }
-
-    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
-        self.with(|s| s.set_paused(queue, paused))
     }
 
     async fn enqueue(
@@ -154,12 +146,26 @@ impl Store for MemoryStore {
         Ok(self.with(|s| s.rescue(now, limit)))
     }
 
-    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        self.with(|s| s.cancel(id, now))
-    }
-
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.read(|s| s.get(id)))
+    }
+
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        Ok(self.with(|s| s.prune(now, limit)))
+    }
+}
+
+impl Admin for MemoryStore {
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        Ok(self.read(State::list_queues))
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.with(|s| s.set_paused(queue, paused))
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.with(|s| s.cancel(id, now))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
@@ -180,10 +186,6 @@ impl Store for MemoryStore {
 
     async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
         Ok(self.with(|s| s.purge_dead(which, now)))
-    }
-
-    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        Ok(self.with(|s| s.prune(now, limit)))
     }
 }
 

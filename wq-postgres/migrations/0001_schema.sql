@@ -66,10 +66,18 @@ CREATE INDEX jobs_group_line ON jobs (queue, group_key, seq)
 -- Each state's jobs, in three partial indexes so that a state change
 -- touches only the indexes it enters. Running jobs are few: rescue scans
 -- them all, and a lease extension changes no indexed column (a HOT update).
-CREATE INDEX jobs_waiting ON jobs (queue, state) WHERE state < 2;
-CREATE INDEX jobs_running ON jobs (queue) WHERE state = 2;
+-- The id column serves listing in id order (src/list.rs) at no cost: a
+-- job's entry is written when it enters the state either way.
+CREATE INDEX jobs_waiting ON jobs (queue, state, id) WHERE state < 2;
+CREATE INDEX jobs_running ON jobs (queue, id) WHERE state = 2;
 -- Pruning and the dead-letter queue.
 CREATE INDEX jobs_finished ON jobs (queue, state, finished_at) WHERE state >= 3;
+-- Listing a group's finished jobs (its unfinished ones are its line,
+-- `jobs_group_line`) and a tenant's jobs, in id order. A job without a
+-- tenant costs the second nothing.
+CREATE INDEX jobs_group_finished ON jobs (queue, group_key, id)
+    WHERE state >= 3 AND group_key IS NOT NULL;
+CREATE INDEX jobs_tenant ON jobs (tenant, id) WHERE tenant IS NOT NULL;
 -- A session's waiting jobs, which operators see counted.
 CREATE INDEX jobs_session_waiting ON jobs (queue, session)
     WHERE state < 2 AND session IS NOT NULL;

@@ -70,6 +70,7 @@ mod admission;
 mod audit;
 mod codec;
 mod error;
+mod list;
 mod listen;
 mod lock;
 mod sessions;

@@ -16,6 +16,8 @@ fn stmt(sql: String) -> SqlStr {
 /// Every statement of one store (cheap to clone: shared strings).
 #[derive(Debug)]
 pub struct Sql {
+    /// The schema's name, quoted, for statements built per call.
+    pub schema: String,
     pub enqueue: SqlStr,
     pub claim: SqlStr,
     pub ack_and_claim: SqlStr,
@@ -35,7 +37,6 @@ pub struct Sql {
     pub set_paused: SqlStr,
     pub notify: SqlStr,
     pub get: SqlStr,
-    pub list: SqlStr,
     pub counts: SqlStr,
     pub position: SqlStr,
     pub acquire_lock: SqlStr,
@@ -63,6 +64,7 @@ impl Sql {
              FROM {s}.sessions s"
         );
         Self {
+            schema: s.clone(),
             enqueue: stmt(format!(
                 "SELECT * FROM {s}.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             )),
@@ -101,12 +103,6 @@ impl Sql {
             set_paused: stmt(format!("UPDATE {s}.queues SET paused = $2 WHERE name = $1")),
             notify: stmt(format!("SELECT {s}.wq_wake($1)::text")),
             get: stmt(format!("SELECT * FROM {s}.jobs WHERE id = $1")),
-            list: stmt(format!(
-                "SELECT * FROM {s}.jobs \
-                 WHERE ($1::text IS NULL OR queue = $1) AND ($2::smallint IS NULL OR state = $2) \
-                   AND ($3::text IS NULL OR group_key = $3) AND ($4::uuid IS NULL OR id > $4) \
-                 ORDER BY id LIMIT $5"
-            )),
             // Three parts, each served by its partial index; the first row
             // tells an unknown queue (no row) from an empty one.
             counts: stmt(format!(

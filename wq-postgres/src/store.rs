@@ -7,15 +7,16 @@ use sqlx::postgres::PgRow;
 use sqlx::{Row, SqlStr};
 use uuid::Uuid;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, Job,
-    JobId, LeaseRef, ListQuery, NewJob, Position, QueueConfig, QueueInfo, QueueName, RescueReport,
-    RunAt, Store, StoreError, Timestamp,
+    Ack, AckOutcome, AckedAndClaimed, Admin, ClaimRequest, Counts, DeadJobs, Enqueued,
+    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, NewJob, Position, QueueConfig, QueueInfo,
+    QueueName, RescueReport, RunAt, Store, StoreError, Timestamp,
 };
 
 use crate::PgStore;
 use crate::codec::{self, from_pg, to_pg};
 use crate::error::{self, DEADLOCK_DETECTED, UNIQUE_VIOLATION};
 use crate::error::{first, only};
+use crate::list::Listing;
 
 /// How often an enqueue is tried again after a concurrent enqueue stored
 /// the same id or key first (the next try returns that job), or after the
@@ -272,35 +273,6 @@ impl Store for PgStore {
         row.as_ref().map(queue_info).transpose()
     }
 
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        let rows = sqlx::query(self.inner.sql.list_queues.clone())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(error::store)?;
-        rows.iter().map(queue_info).collect()
-    }
-
-    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
-        let done = sqlx::query(self.inner.sql.set_paused.clone())
-            .bind(queue.as_str())
-            .bind(paused)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(error::store)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::UnknownQueue(queue.clone()));
-        }
-        if !paused {
-            sqlx::query(self.inner.sql.notify.clone())
-                .bind(queue.as_str())
-                .execute(&self.inner.pool)
-                .await
-                .map_err(error::store)?;
-            self.wake_local([queue]);
-        }
-        Ok(())
-    }
-
     async fn enqueue(
         &self,
         jobs: Vec<NewJob>,
@@ -457,6 +429,61 @@ impl Store for PgStore {
         Ok(report)
     }
 
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(self.inner.sql.get.clone())
+            .bind(id.as_uuid())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map(first)
+            .map_err(error::store)?;
+        row.as_ref()
+            .map(codec::job)
+            .transpose()
+            .map_err(error::store)
+    }
+
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let n: i32 = sqlx::query_scalar(self.inner.sql.prune.clone())
+            .bind(to_pg(now))
+            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .and_then(only)
+            .map_err(error::store)?;
+        Ok(count(n.into()))
+    }
+}
+
+impl Admin for PgStore {
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        let rows = sqlx::query(self.inner.sql.list_queues.clone())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(error::store)?;
+        rows.iter().map(queue_info).collect()
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
+        let done = sqlx::query(self.inner.sql.set_paused.clone())
+            .bind(queue.as_str())
+            .bind(paused)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(error::store)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::UnknownQueue(queue.clone()));
+        }
+        if !paused {
+            sqlx::query(self.inner.sql.notify.clone())
+                .bind(queue.as_str())
+                .execute(&self.inner.pool)
+                .await
+                .map_err(error::store)?;
+            self.wake_local([queue]);
+        }
+        Ok(())
+    }
+
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
         let row = sqlx::query(self.inner.sql.cancel.clone())
             .bind(id.as_uuid())
@@ -481,26 +508,9 @@ impl Store for PgStore {
         Ok(job)
     }
 
-    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(self.inner.sql.get.clone())
-            .bind(id.as_uuid())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map(first)
-            .map_err(error::store)?;
-        row.as_ref()
-            .map(codec::job)
-            .transpose()
-            .map_err(error::store)
-    }
-
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(self.inner.sql.list.clone())
-            .bind(query.queue.as_ref().map(QueueName::as_str))
-            .bind(query.state.map(codec::state_code))
-            .bind(query.group.as_ref().map(|g| g.as_str()))
-            .bind(query.after.map(|id| *id.as_uuid()))
-            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+        let rows = Listing::new(&self.inner.sql.schema, query)
+            .query()
             .fetch_all(&self.inner.pool)
             .await
             .map_err(error::store)?;
@@ -562,16 +572,5 @@ impl Store for PgStore {
 
     async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
         self.dead_op(&self.inner.sql.purge_dead, which, now).await
-    }
-
-    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        let n: i32 = sqlx::query_scalar(self.inner.sql.prune.clone())
-            .bind(to_pg(now))
-            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-            .fetch_all(&self.inner.pool)
-            .await
-            .and_then(only)
-            .map_err(error::store)?;
-        Ok(count(n.into()))
     }
 }

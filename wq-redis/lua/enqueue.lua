@@ -120,7 +120,12 @@ local function write(part)
   for _, g in ipairs(groups) do
     local len = batched('RPUSH', gkey(g), lines[g])
     if len[#len] == #lines[g] then heads[lines[g][1]] = true end
+    -- Every job of the group, finished ones too, for listing (list.lua).
+    local listed = {}
+    for _, id in ipairs(lines[g]) do push(listed, 0, id) end
+    batched('ZADD', gjkey(g), listed)
   end
+  local tenants = {}
   local glast = {}
   for g, v in pairs(changed) do push(glast, g, v) end
 
@@ -128,7 +133,11 @@ local function write(part)
     j.st = 'scheduled'
     if tonumber(j.ra) <= now then j.st = 'available' end
     local fields = { jkey(j.id), 'sq', j.sq, 'pr', j.pr, 'ra', j.ra, 'at', 0, 'mx', j.mx, 'st', j.st, 'ca', NOW, 'ua', NOW }
-    if j.tenant ~= '' then push(fields, 'tn', j.tenant) end
+    if j.tenant ~= '' then
+      push(fields, 'tn', j.tenant)
+      tenants[j.tenant] = tenants[j.tenant] or {}
+      push(tenants[j.tenant], 0, j.id)
+    end
     if j.g ~= '' then push(fields, 'g', j.g) end
     if j.s ~= '' then push(fields, 's', j.s) end
     if j.ik ~= '' then
@@ -161,6 +170,7 @@ local function write(part)
   batched('ZADD', K.sched, sched)
   batched('HSET', K.idem, idem)
   batched('HSET', K.glast, glast)
+  for t, listed in pairs(tenants) do batched('ZADD', tnkey(t), listed) end
   if #new > 0 then woke = true end
 
   local out = {}

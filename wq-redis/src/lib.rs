@@ -93,9 +93,9 @@ pub use error::RedisStoreError;
 pub use store::{RedisStore, RedisStoreBuilder};
 
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, ClaimRequest, Counts, DeadJobs, Enqueued, ExtendOutcome, Job,
-    JobId, LeaseRef, ListQuery, NewJob, Position, QueueConfig, QueueInfo, QueueName, RescueReport,
-    Scheduler, Store, StoreError, Timestamp, WakeSignal,
+    Ack, AckOutcome, AckedAndClaimed, Admin, ClaimRequest, Counts, DeadJobs, Enqueued,
+    ExtendOutcome, Job, JobId, LeaseRef, ListQuery, NewJob, Position, QueueConfig, QueueInfo,
+    QueueName, RescueReport, Scheduler, Store, StoreError, Timestamp, WakeSignal,
 };
 
 use std::time::Duration;
@@ -191,14 +191,6 @@ impl Store for RedisStore {
         self.info(queue).await
     }
 
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.all_info().await
-    }
-
-    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
-        self.pause(queue, paused).await
-    }
-
     async fn enqueue(
         &self,
         jobs: Vec<NewJob>,
@@ -240,12 +232,26 @@ impl Store for RedisStore {
         self.rescue_leases(now, limit).await
     }
 
-    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        self.cancel_job(id, now).await
-    }
-
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.get_job(id).await
+    }
+
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.prune_jobs(now, limit).await
+    }
+}
+
+impl Admin for RedisStore {
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.all_info().await
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.pause(queue, paused).await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.cancel_job(id, now).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Job>, StoreError> {
@@ -266,10 +272,6 @@ impl Store for RedisStore {
 
     async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
         self.dead_jobs(&SCRIPTS.purge_dead, which, now).await
-    }
-
-    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        self.prune_jobs(now, limit).await
     }
 }
 

@@ -180,6 +180,8 @@ impl RedisStore {
         let mut after = query.after.map(|a| a.to_string()).unwrap_or_default();
         let state = query.state.map_or("", JobState::as_str);
         let group = query.group.as_ref().map_or("", |g| g.as_str());
+        let tenant = query.tenant.as_deref().unwrap_or("");
+        let key = query.idempotency_key.as_deref().unwrap_or("");
         loop {
             let wanted = query.limit - out.len();
             let reply = self
@@ -187,6 +189,8 @@ impl RedisStore {
                     call.arg(&after)
                         .arg(state)
                         .arg(group)
+                        .arg(tenant)
+                        .arg(key)
                         .arg(wanted)
                         .arg(LIST_BUDGET);
                 })

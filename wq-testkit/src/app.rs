@@ -80,8 +80,8 @@ use std::time::Duration;
 use tokio::sync::broadcast::{Receiver, error::TryRecvError};
 use wq_core::validate::MAX_LIST;
 use wq_core::{
-    Backend, Client, EventKind, Events, Job, JobEvent, JobId, ListQuery, ManualClock, QueueName,
-    Store, Timestamp, TypedJob, Worker, WorkerStats,
+    Admin, Backend, Client, EventKind, Events, Job, JobEvent, JobId, ListQuery, ManualClock,
+    QueueName, Store, Timestamp, TypedJob, Worker, WorkerStats,
 };
 use wq_memory::MemoryStore;
 
@@ -126,7 +126,7 @@ impl<J> EnqueuedJob<J> {
 /// A job of that queue whose payload does not decode as `J` is a failure
 /// naming it: the application put something else in the queue.
 pub async fn enqueued<J: TypedJob>(
-    client: &Client<impl Store>,
+    client: &Client<impl Store + Admin>,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
     jobs_in(client, J::QUEUE)
         .await?
@@ -146,7 +146,7 @@ pub async fn enqueued<J: TypedJob>(
 
 /// The jobs of `J`'s queue, decoded, failing unless there is at least one.
 pub async fn expect_enqueued<J: TypedJob>(
-    client: &Client<impl Store>,
+    client: &Client<impl Store + Admin>,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
     let found = enqueued::<J>(client).await?;
     if found.is_empty() {
@@ -157,7 +157,7 @@ pub async fn expect_enqueued<J: TypedJob>(
 
 /// The jobs of `J`'s queue, decoded, failing unless there are exactly `n`.
 pub async fn expect_enqueued_n<J: TypedJob>(
-    client: &Client<impl Store>,
+    client: &Client<impl Store + Admin>,
     n: usize,
 ) -> Result<Vec<EnqueuedJob<J>>, Failure> {
     let found = enqueued::<J>(client).await?;
@@ -168,19 +168,24 @@ pub async fn expect_enqueued_n<J: TypedJob>(
 }
 
 /// Fails if `J`'s queue holds any job.
-pub async fn expect_none_enqueued<J: TypedJob>(client: &Client<impl Store>) -> Result<(), Failure> {
+pub async fn expect_none_enqueued<J: TypedJob>(
+    client: &Client<impl Store + Admin>,
+) -> Result<(), Failure> {
     expect_jobs_in(client, J::QUEUE, 0).await.map(drop)
 }
 
 /// Every job of `queue`, in any state, in id order; for queues fed with
 /// untyped [`Enqueue`](wq_core::Enqueue)s.
-pub async fn jobs_in(client: &Client<impl Store>, queue: &str) -> Result<Vec<Job>, Failure> {
+pub async fn jobs_in(
+    client: &Client<impl Store + Admin>,
+    queue: &str,
+) -> Result<Vec<Job>, Failure> {
     list_all(client, Some(queue)).await
 }
 
 /// The jobs of `queue`, failing unless there are exactly `n`.
 pub async fn expect_jobs_in(
-    client: &Client<impl Store>,
+    client: &Client<impl Store + Admin>,
     queue: &str,
     n: usize,
 ) -> Result<Vec<Job>, Failure> {
@@ -192,7 +197,10 @@ pub async fn expect_jobs_in(
 }
 
 /// Every job of `queue` (or of every queue), page by page.
-async fn list_all<S: Store>(client: &Client<S>, queue: Option<&str>) -> Result<Vec<Job>, Failure> {
+async fn list_all<S: Store + Admin>(
+    client: &Client<S>,
+    queue: Option<&str>,
+) -> Result<Vec<Job>, Failure> {
     let mut all = Vec::new();
     loop {
         let mut query = ListQuery::new().limit(MAX_LIST);
@@ -212,7 +220,12 @@ async fn list_all<S: Store>(client: &Client<S>, queue: Option<&str>) -> Result<V
 }
 
 /// A failed expectation, listing every job the store holds instead.
-async fn mismatch<S: Store>(client: &Client<S>, queue: &str, wanted: &str, got: usize) -> Failure {
+async fn mismatch<S: Store + Admin>(
+    client: &Client<S>,
+    queue: &str,
+    wanted: &str,
+    got: usize,
+) -> Failure {
     let mut msg = format!("expected {wanted} in queue `{queue}`, found {got}; ");
     match list_all(client, None).await {
         Ok(all) if all.is_empty() => msg.push_str("the store holds no job at all"),

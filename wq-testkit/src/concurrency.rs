@@ -70,8 +70,8 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use wq_core::{
-    Ack, AckOutcome, AckedAndClaimed, Admission, Admissions, Allowance, AttemptOutcome, Audit,
-    AuditReport, Backend, ClaimRequest, Client, Counts, DeadJobs, Enqueue, Enqueued, Error,
+    Ack, AckOutcome, AckedAndClaimed, Admin, Admission, Admissions, Allowance, AttemptOutcome,
+    Audit, AuditReport, Backend, ClaimRequest, Client, Counts, DeadJobs, Enqueue, Enqueued, Error,
     ExtendOutcome, GroupKey, Job, JobContext, JobError, JobId, JobState, LeaseRef, ListQuery, Lock,
     LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName, QueueOptions,
     RescueReport, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
@@ -555,12 +555,6 @@ impl<B: Backend> Store for Watched<B> {
     async fn queue_info(&self, q: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
         self.inner.queue_info(q).await
     }
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.inner.list_queues().await
-    }
-    async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), StoreError> {
-        self.inner.set_paused(q, paused).await
-    }
     async fn enqueue(
         &self,
         jobs: Vec<NewJob>,
@@ -609,11 +603,23 @@ impl<B: Backend> Store for Watched<B> {
     async fn rescue(&self, now: Timestamp, limit: usize) -> Result<RescueReport, StoreError> {
         self.inner.rescue(now, limit).await
     }
-    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        self.inner.cancel(id, now).await
-    }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get(id).await
+    }
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune(now, limit).await
+    }
+}
+
+impl<B: Backend> Admin for Watched<B> {
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.inner.list_queues().await
+    }
+    async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.inner.set_paused(q, paused).await
+    }
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        self.inner.cancel(id, now).await
     }
     async fn list(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
         self.inner.list(q).await
@@ -629,9 +635,6 @@ impl<B: Backend> Store for Watched<B> {
     }
     async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.purge_dead(which, now).await
-    }
-    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        self.inner.prune(now, limit).await
     }
 }
 

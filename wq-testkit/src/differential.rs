@@ -33,10 +33,10 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use wq_core::{
-    Ack, AckAction, AckOutcome, Admissions as _, Allowance, Audit, Backend, ClaimRequest, Clock,
-    DeadJobs, Enqueued, GroupKey, Job, JobId, LeaseRef, ListQuery, ManualClock, NewJob, OnDead,
-    PauseChange, Payload, QueueConfig, QueueName, Rate, RescueReport, Retention, RunAt, Scheduler,
-    SessionKey, SessionLimits, Sessions, Store, StoreError, Timestamp,
+    Ack, AckAction, AckOutcome, Admin, Admissions as _, Allowance, Audit, Backend, ClaimRequest,
+    Clock, DeadJobs, Enqueued, GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, ManualClock,
+    NewJob, OnDead, PauseChange, Payload, QueueConfig, QueueName, Rate, RescueReport, Retention,
+    RunAt, Scheduler, SessionKey, SessionLimits, Sessions, Store, StoreError, Timestamp,
 };
 use wq_memory::MemoryStore;
 
@@ -324,7 +324,9 @@ async fn run_case<B: Backend>(tested: B, ops: &[Op]) -> Result<(), Failure> {
         within(&format!("step {i} {op:?}"), pair.step(op))
             .await?
             .map_err(|e| Failure(format!("step {i} {op:?}: {e}")))?;
-        within(&format!("the checks after step {i}"), pair.agree())
+        // Listings are many queries: every fourth step and the last.
+        let listings = i % 4 == 3 || i + 1 == ops.len();
+        within(&format!("the checks after step {i}"), pair.agree(listings))
             .await?
             .map_err(|e| Failure(format!("after step {i} {op:?}: {e}")))?;
     }
@@ -508,7 +510,8 @@ impl<B: Backend> Pair<B> {
                     .map(|i| NewJob {
                         id: JobId::new(),
                         queue: QUEUES[*queue].into(),
-                        tenant: None,
+                        // Two tenants, so that listing by tenant is compared.
+                        tenant: Some(format!("t{}", (self.ids.len() + usize::from(i)) % 2).into()),
                         group: group.map(|g| format!("g{g}").into()),
                         session: session.map(|s| format!("s{s}").into()),
                         priority: i16::from(*priority),
@@ -779,9 +782,33 @@ impl<B: Backend> Pair<B> {
         }
     }
 
-    /// Every job, count, position and next due time agrees, and neither
+    /// Listings by each filter agree, in small pages, so that each backend's
+    /// indexes of groups, tenants, states and keys are compared as jobs come
+    /// and go.
+    async fn listings_agree(&self) -> Result<(), Failure> {
+        let mut queries = vec![ListQuery::new().tenant("t1")];
+        for q in QUEUES {
+            queries.push(ListQuery::new().queue(q).tenant("t0"));
+            queries.extend((0..4).map(|g| ListQuery::new().queue(q).group(format!("g{g}"))));
+            queries
+                .extend((0..4).map(|k| ListQuery::new().queue(q).idempotency_key(format!("k{k}"))));
+            queries.extend(JobState::ALL.map(|st| ListQuery::new().queue(q).state(st)));
+        }
+        queries.extend(JobState::ALL.map(|st| ListQuery::new().state(st).tenant("t1")));
+        for query in queries {
+            self.same(
+                &format!("listing {query:?}"),
+                paged(&self.reference, &query).await?,
+                paged(&self.tested, &query).await?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every job, count, position and next due time (and with `listings`,
+    /// every filtered listing) agrees, and neither
     /// store's audit finds anything wrong.
-    async fn agree(&self) -> Result<(), Failure> {
+    async fn agree(&self, listings: bool) -> Result<(), Failure> {
         let all = ListQuery::new().limit(10_000);
         let m = normalize(self.reference.list(&all).await?);
         let t = normalize(self.tested.list(&all).await?);
@@ -793,6 +820,9 @@ impl<B: Backend> Pair<B> {
                 t.len(),
                 self.name
             ));
+        }
+        if listings {
+            self.listings_agree().await?;
         }
         let now = self.now();
         for q in QUEUES {
@@ -831,5 +861,19 @@ impl<B: Backend> Pair<B> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Every id `query` lists, read in pages of three.
+async fn paged<S: Admin>(store: &S, query: &ListQuery) -> Result<Vec<JobId>, Failure> {
+    let mut page = query.clone().limit(3);
+    let mut ids = Vec::new();
+    loop {
+        let got = store.list(&page).await?;
+        let Some(last) = got.last() else {
+            return Ok(ids);
+        };
+        page = page.after(last.id);
+        ids.extend(got.iter().map(|j| j.id));
     }
 }

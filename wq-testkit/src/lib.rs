@@ -69,14 +69,16 @@ pub use harness::{
     token, wait_until, with_backend, within,
 };
 
-/// Expands into one `#[tokio::test]` per conformance test, each on a fresh
+/// Expands into one `#[tokio::test]` per conformance test, in a module
+/// `engine` (the hot path's guarantees) and a module `admin` (the
+/// operator's calls), each on a fresh
 /// backend made by the given [`TestBackend`] expression and failed after
 /// [`TEST_TIMEOUT`] if it hangs. The calling crate
 /// needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:expr) => {
-        $crate::__conformance_tests!($backend;
+        $crate::__conformance_tests!(engine, $backend;
             fifo_per_group,
             one_in_flight_per_group,
             parallel_across_groups,
@@ -92,7 +94,6 @@ macro_rules! conformance_tests {
             retries_and_backoff,
             engine_retries_then_kills,
             retry_on_the_last_attempt_kills,
-            dead_jobs_retry_and_purge,
             dead_head_continue_or_hold,
             transport_errors_are_classified,
             delayed_jobs_wait,
@@ -108,18 +109,11 @@ macro_rules! conformance_tests {
             crashed_workers_jobs_run_again,
             a_crashed_leaders_jobs_run_again_within_two_leases,
             locks_exclude,
-            cancel_waiting_and_running,
-            cancel_stops_a_running_handler,
-            pause_and_resume,
             retention_prunes_finished_jobs,
-            counts_by_state,
-            positions_in_group_and_queue,
-            listing_filters_and_pages,
             shutdown_finishes_or_releases,
             idle_workers_wake_on_enqueue,
             timeouts_and_panics_fail_the_attempt,
             no_loss_under_failures,
-            the_leader_audits_its_queues,
             message_id_is_stable_across_attempts,
             steps_continue_without_spending_attempts,
             steps_free_the_slot,
@@ -133,7 +127,6 @@ macro_rules! conformance_tests {
             pause_reasons_guard_resumes,
             new_groups_are_budgeted,
             admissions_race_for_the_last_place,
-            sessions_are_listed_with_counts,
             claim_skips_blocked_sessions,
             group_gaps_space_a_groups_jobs,
             session_limits_hold_across_workers,
@@ -149,19 +142,37 @@ macro_rules! conformance_tests {
             written_sends_wait_for_the_server,
             written_sends_wait_inline,
         );
+        $crate::__conformance_tests!(admin, $backend;
+            cancel_waiting_and_running,
+            cancel_stops_a_running_handler,
+            pause_and_resume,
+            counts_by_state,
+            positions_in_group_and_queue,
+            listing_filters_and_pages,
+            dead_jobs_retry_and_purge,
+            sessions_are_listed_with_counts,
+            the_leader_audits_its_queues,
+        );
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($backend:expr; $($name:ident),* $(,)?) => {$(
-        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let backend = $backend;
-            $crate::run_bounded(stringify!($name), $crate::conformance::$name(&backend)).await;
+    ($group:ident, $backend:expr; $($name:ident),* $(,)?) => {
+        mod $group {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $backend;
+                    $crate::run_bounded(stringify!($name), $crate::conformance::$name(&backend))
+                        .await;
+                }
+            )*
         }
-    )*};
+    };
 }
 
 /// Expands into one `#[tokio::test]` per test of [`concurrency`], each

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckOutcome, Admission, Admissions, Allowance, Audit, AuditReport, ClaimRequest, Counts,
-    DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId, JobState, LeaseRef, ListQuery, Lock,
-    LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName, RescueReport,
-    RunAt, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store, StoreError,
-    Timestamp, WakeSignal,
+    Ack, AckOutcome, Admin, Admission, Admissions, Allowance, Audit, AuditReport, ClaimRequest,
+    Counts, DeadJobs, Enqueued, ExtendOutcome, GroupKey, Job, JobId, JobState, LeaseRef, ListQuery,
+    Lock, LockLease, NewJob, PauseChange, Position, QueueConfig, QueueInfo, QueueName,
+    RescueReport, RunAt, Scheduler, SessionInfo, SessionKey, SessionLimits, Sessions, Store,
+    StoreError, Timestamp, WakeSignal,
 };
 use wq_memory::MemoryStore;
 use wq_testkit::{Failure, TestBackend, concurrency, conformance, differential, properties};
@@ -138,12 +138,6 @@ impl Store for Sabotaged {
     }
     async fn queue_info(&self, q: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
         self.inner.queue_info(q).await
-    }
-    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
-        self.inner.list_queues().await
-    }
-    async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), StoreError> {
-        self.inner.set_paused(q, paused).await
     }
     async fn enqueue(
         &self,
@@ -289,11 +283,23 @@ impl Store for Sabotaged {
     async fn rescue(&self, now: Timestamp, limit: usize) -> Result<RescueReport, StoreError> {
         self.inner.rescue(now, limit).await
     }
-    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
-        Ok(self.disguise(self.inner.cancel(id, now).await?))
-    }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.inner.get(id).await?.map(|j| self.disguise(j)))
+    }
+    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune(now, limit).await
+    }
+}
+
+impl Admin for Sabotaged {
+    async fn list_queues(&self) -> Result<Vec<QueueInfo>, StoreError> {
+        self.inner.list_queues().await
+    }
+    async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), StoreError> {
+        self.inner.set_paused(q, paused).await
+    }
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<Job, StoreError> {
+        Ok(self.disguise(self.inner.cancel(id, now).await?))
     }
     async fn list(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
         let mut unfiltered = q.clone();
@@ -312,9 +318,6 @@ impl Store for Sabotaged {
     }
     async fn purge_dead(&self, which: &DeadJobs, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.purge_dead(which, now).await
-    }
-    async fn prune(&self, now: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        self.inner.prune(now, limit).await
     }
 }
 

@@ -17,6 +17,7 @@ local B = KEYS[1]
 --   dead    zset: dead jobs by finished_at
 --   idem    hash: idempotency key -> job id
 --   all     zset, score 0: every job id, for listing in id order
+--   gj:<g>, tn:<t>  zsets, score 0: every job of a group, of a tenant, by id
 --   glast   hash: group -> latest run_at, for time chaining
 --   held    set: groups held by their dead head
 --   gap     zset: emptied groups by the end of their gap (group_gap)
@@ -49,6 +50,9 @@ local function pkey(id) return B .. ':p:' .. id end
 local function hkey(id) return B .. ':h:' .. id end
 local function okey(id) return B .. ':o:' .. id end
 local function gkey(g) return B .. ':g:' .. g end
+-- Every job of a group, and of a tenant, by id: what listing reads.
+local function gjkey(g) return B .. ':gj:' .. g end
+local function tnkey(t) return B .. ':tn:' .. t end
 -- A session's hash: mr max running, sp spacing and jt jitter (µs; no sp
 -- without a rate), rs/rp/rj the rate as set (starts, per and jitter in
 -- ns, read back by operators), pz paused (pw why, while paused), rn running, wt waiting, ns
@@ -338,10 +342,12 @@ end
 -- Deletes a job outright; false if it did not exist.
 local function remove(id)
   local jk = jkey(id)
-  local f = redis.call('HMGET', jk, 'st', 'ik')
+  local f = redis.call('HMGET', jk, 'st', 'ik', 'g', 'tn')
   if not f[1] then return false end
   redis.call('DEL', jk, pkey(id), hkey(id), okey(id))
   redis.call('ZREM', K.all, id)
+  if f[3] then redis.call('ZREM', gjkey(f[3]), id) end
+  if f[4] then redis.call('ZREM', tnkey(f[4]), id) end
   redis.call('ZREM', K.done, id)
   redis.call('ZREM', K.dead, id)
   count(f[1], -1)

@@ -3,8 +3,8 @@
 
 use wq_core::attempt::{LEASE_LAPSED, MAX_HISTORY};
 use wq_core::{
-    Ack, AckAction, AckOutcome, Attempt, AttemptOutcome, Clock as _, DeadJobs, Enqueue, JobState,
-    Payload, QueueConfig, Store as _, Timestamp,
+    Ack, AckAction, AckOutcome, Admin, Attempt, AttemptOutcome, Clock as _, DeadJobs, Enqueue,
+    JobState, Payload, QueueConfig, Store as _, Timestamp,
 };
 
 use crate::ensure_eq;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    Ack, AckAction, AckOutcome, ClaimRequest, Client, Clock as _, Enqueue, GroupKey, JobContext,
-    JobError, JobState, QueueConfig, Store, Timestamp,
+    Ack, AckAction, AckOutcome, Admin, ClaimRequest, Client, Clock as _, Enqueue, GroupKey,
+    JobContext, JobError, JobState, QueueConfig, Store, Timestamp,
 };
 
 use super::ledger::{Ledger, Step, recording_handler, start_worker};
@@ -213,7 +213,7 @@ pub async fn enqueue_behind_a_running_head_waits<T: TestBackend>(t: &T) -> TestR
     .await
 }
 
-async fn claimer<B: Store>(
+async fn claimer<B: Store + Admin>(
     b: &B,
     client: &Client<B>,
     now: Timestamp,

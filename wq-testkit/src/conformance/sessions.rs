@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wq_core::{
-    AckAction, Clock as _, Enqueue, Error, Job, JobContext, JobError, JobId, PauseChange,
+    AckAction, Admin, Clock as _, Enqueue, Error, Job, JobContext, JobError, JobId, PauseChange,
     QueueConfig, QueueName, QueueOptions, Rate, Scheduler as _, SessionKey, SessionLimits,
     Sessions as _, Store as _, Timestamp, Worker, WorkerHandle,
 };

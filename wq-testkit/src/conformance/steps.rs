@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wq_core::{
-    AckAction, AckOutcome, Clock as _, DeadJobs, Enqueue, JobContext, JobError, JobState,
+    AckAction, AckOutcome, Admin, Clock as _, DeadJobs, Enqueue, JobContext, JobError, JobState,
     ListQuery, QueueConfig, QueueOptions, Store as _, Worker,
 };
 

@@ -12,8 +12,8 @@ use wq_core::{
 };
 
 use crate::harness::{
-    Failure, PATIENCE, TestBackend, TestResult, ack, claim, claim_with_next_due, declare,
-    manual_client, must_get, secs, stop, token, wait_until, with_backend,
+    Failure, PATIENCE, TestBackend, TestResult, ack, claim, claim_with_next_due, complete_all,
+    declare, manual_client, must_get, secs, stop, token, wait_until, with_backend,
 };
 use crate::{ensure, ensure_eq};
 
@@ -391,7 +391,7 @@ pub async fn positions_in_group_and_queue<T: TestBackend>(t: &T) -> TestResult {
 /// Listing filters by queue, state and group, and pages by id.
 pub async fn listing_filters_and_pages<T: TestBackend>(t: &T) -> TestResult {
     with_backend(t, |b| async move {
-        let (client, _) = manual_client(&b);
+        let (client, clock) = manual_client(&b);
         declare(&client, QueueConfig::new("l1")).await?;
         declare(&client, QueueConfig::new("l2")).await?;
         let mut ids: Vec<_> = client
@@ -429,6 +429,79 @@ pub async fn listing_filters_and_pages<T: TestBackend>(t: &T) -> TestResult {
             scheduled.len() == 1 && scheduled[0].queue.as_str() == "l2",
             "jobs by state across queues"
         );
+
+        // Tenants, keys, and a group's finished jobs beside its waiting ones.
+        let tenants = client
+            .enqueue_many((0..6).map(|i| {
+                Enqueue::new("l2", &i)
+                    .tenant(if i < 4 { "acme" } else { "other" })
+                    .group("shared")
+                    .idempotency_key(format!("key-{i}"))
+            }))
+            .await?;
+        let acme: Vec<_> = client
+            .list(ListQuery::new().tenant("acme"))
+            .await?
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        let mut want: Vec<_> = tenants[..4].iter().map(|e| e.job.id).collect();
+        want.sort();
+        ensure_eq!(acme, want, "a tenant's jobs across queues, in id order");
+        let keyed = client
+            .list(ListQuery::new().queue("l2").idempotency_key("key-5"))
+            .await?;
+        ensure!(
+            keyed.len() == 1 && keyed[0].id == tenants[5].job.id,
+            "the job an idempotency key names: {keyed:?}"
+        );
+        let none = client
+            .list(ListQuery::new().queue("l1").idempotency_key("key-5"))
+            .await?;
+        ensure!(none.is_empty(), "a key is looked up in its own queue only");
+        for _ in 0..2 {
+            let now = clock.now();
+            let jobs = claim(&b, "l2", 10, now, secs(30)).await?;
+            ensure_eq!(jobs.len(), 1, "the group's head alone");
+            complete_all(&b, &jobs, now).await?;
+        }
+        let done = client
+            .list(ListQuery::new().queue("l2").group("shared"))
+            .await?;
+        ensure_eq!(done.len(), 6, "a group's finished and waiting jobs");
+        ensure!(
+            done.iter()
+                .filter(|j| j.state == JobState::Completed)
+                .count()
+                == 2,
+            "two of the group's jobs completed: {:?}",
+            done.iter().map(|j| j.state).collect::<Vec<_>>()
+        );
+        let finished = client
+            .list(
+                ListQuery::new()
+                    .queue("l2")
+                    .group("shared")
+                    .state(JobState::Completed)
+                    .tenant("acme"),
+            )
+            .await?;
+        ensure_eq!(finished.len(), 2, "filters combine");
+
+        // Groups and keys belong to a queue: naming none is refused.
+        for query in [
+            ListQuery::new().group("shared"),
+            ListQuery::new().idempotency_key("key-1"),
+        ] {
+            match client.list(query).await {
+                Err(Error::Invalid(e)) if e.field == "queue" => {}
+                other => {
+                    return Err(Failure::new(format!(
+                        "a group or key without its queue: {other:?}"
+                    )));
+                }
+            }
+        }
         Ok(())
     })
     .await
