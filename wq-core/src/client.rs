@@ -317,10 +317,7 @@ impl<S: Store> Client<S> {
         }
         validate::queue_name(name.as_str())?;
         let info = self.inner.store.queue_info(name).await?.ok_or_else(|| {
-            ValidationError::new(
-                "queue",
-                format!("unknown queue `{name}` (declare it first)"),
-            )
+            ValidationError::unknown_queue(name.as_str())
         })?;
         let config = Arc::new(info.config);
         self.inner

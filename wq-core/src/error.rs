@@ -20,6 +20,9 @@ pub struct ValidationError {
     pub index: Option<usize>,
 }
 
+/// How every refusal of an undeclared queue begins.
+const UNKNOWN_QUEUE: &str = "unknown queue";
+
 impl ValidationError {
     /// A refusal of `field` for `reason`.
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
@@ -28,6 +31,16 @@ impl ValidationError {
             reason: reason.into(),
             index: None,
         }
+    }
+
+    /// The refusal of a queue nobody declared.
+    pub fn unknown_queue(queue: &str) -> Self {
+        Self::new("queue", format!("{UNKNOWN_QUEUE} `{queue}` (declare it first)"))
+    }
+
+    /// Whether this refuses an undeclared queue (an HTTP API answers 404).
+    pub fn is_unknown_queue(&self) -> bool {
+        self.field == "queue" && self.reason.starts_with(UNKNOWN_QUEUE)
     }
 
     /// The same refusal, located at position `index` of a batch.
@@ -113,10 +126,7 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UnknownQueue(q) => Error::Invalid(ValidationError::new(
-                "queue",
-                format!("unknown queue `{q}` (declare it first)"),
-            )),
+            StoreError::UnknownQueue(q) => Error::Invalid(ValidationError::unknown_queue(q.as_str())),
             StoreError::Invalid(v) => Error::Invalid(v),
             other => Error::Store(other),
         }

@@ -322,12 +322,11 @@ impl<B: Backend> Worker<B> {
                 )
                 .into());
             }
-            let info = self.backend.queue_info(&b.queue).await?.ok_or_else(|| {
-                ValidationError::new(
-                    "queue",
-                    format!("unknown queue `{}` (declare it first)", b.queue),
-                )
-            })?;
+            let info = self
+                .backend
+                .queue_info(&b.queue)
+                .await?
+                .ok_or_else(|| ValidationError::unknown_queue(b.queue.as_str()))?;
             let concurrency = b.options.concurrency.unwrap_or(info.config.concurrency);
             if concurrency == 0 || concurrency > validate::MAX_CONCURRENCY {
                 return Err(ValidationError::new(
