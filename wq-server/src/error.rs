@@ -141,7 +141,9 @@ impl From<wq::Error> for ApiError {
 impl From<wq::StoreError> for ApiError {
     fn from(e: wq::StoreError) -> Self {
         match e {
-            wq::StoreError::UnknownQueue(q) => wq::ValidationError::unknown_queue(q.as_str()).into(),
+            wq::StoreError::UnknownQueue(q) => {
+                wq::ValidationError::unknown_queue(q.as_str()).into()
+            }
             wq::StoreError::NotFound(id) => Self::not_found(format!("no job {id}")),
             wq::StoreError::InvalidState { .. } => Self::conflict(e.to_string()),
             wq::StoreError::Invalid(v) => v.into(),

@@ -145,10 +145,7 @@ pub async fn list<B: Backend>(
 ) -> Result<axum::Json<JobPage>, ApiError> {
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_LIST {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("from 1 to {MAX_LIST}"),
-        ));
+        return Err(ApiError::invalid("limit", format!("from 1 to {MAX_LIST}")));
     }
     let mut q = ListQuery::new().limit(limit);
     if let Some(v) = p.queue {

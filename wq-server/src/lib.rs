@@ -125,7 +125,10 @@ impl<B: Backend> Server<B> {
                 "/queues/{queue}/groups/{group}/unblock",
                 post(queues::unblock::<B>),
             )
-            .route("/queues/{queue}/groups/{group}/skip", post(queues::skip::<B>))
+            .route(
+                "/queues/{queue}/groups/{group}/skip",
+                post(queues::skip::<B>),
+            )
             .route("/openapi.json", get(openapi_json));
         Router::new()
             .nest("/api", api)

@@ -46,10 +46,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("wq_attempt_duration_seconds".into()),
-                BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Full("wq_attempt_duration_seconds".into()), BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -156,8 +153,11 @@ pub async fn scrape<B: Backend>(State(st): State<AppState<B>>) -> impl IntoRespo
         Ok(queues) => {
             for info in queues {
                 let name = info.config.name.to_string();
-                metrics::gauge!("wq_queue_paused", "queue" => name.clone())
-                    .set(if info.paused { 1.0 } else { 0.0 });
+                metrics::gauge!("wq_queue_paused", "queue" => name.clone()).set(if info.paused {
+                    1.0
+                } else {
+                    0.0
+                });
                 if let Ok(counts) = st.client().counts(&name).await {
                     for state in JobState::ALL {
                         metrics::gauge!("wq_queue_jobs", "queue" => name.clone(), "state" => state.as_str())

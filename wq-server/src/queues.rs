@@ -286,7 +286,11 @@ pub async fn blocked<B: Backend>(
     );
     let mut out = Vec::new();
     for head in heads.into_iter().filter(|j| j.group.is_some()) {
-        let group = head.group.clone().map(|g| g.to_string()).unwrap_or_default();
+        let group = head
+            .group
+            .clone()
+            .map(|g| g.to_string())
+            .unwrap_or_default();
         let line = line_of(&st, &queue, &group, info.config.on_dead == OnDead::Hold).await?;
         let behind = line.iter().filter(|j| j.id != head.id).count() as u64;
         out.push(BlockedGroup {

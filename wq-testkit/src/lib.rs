@@ -59,6 +59,8 @@ pub mod differential;
 mod harness;
 pub mod late_server;
 pub mod properties;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod wakeups;
 #[cfg(feature = "whatsapp-e2e")]
 pub mod whatsapp_e2e;
@@ -173,6 +175,37 @@ macro_rules! __conformance_tests {
             )*
         }
     };
+}
+
+/// Expands into one `#[tokio::test]` per test of the HTTP service's suite
+/// (`server`, with the `server` feature), each on a fresh backend made by
+/// the given [`TestBackend`] expression. The calling crate needs `tokio`
+/// (with `macros` and `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! server_tests {
+    ($backend:expr) => {
+        $crate::__server_tests!($backend;
+            api_stores_lists_and_cancels,
+            api_refuses_bad_input_whole,
+            api_repairs_dead_jobs_and_blocked_groups,
+            api_pauses_queues_and_sessions,
+            tokens_are_required_and_tenants_confined,
+            health_metrics_and_openapi,
+            malformed_requests_get_json_errors,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __server_tests {
+    ($backend:expr; $($name:ident),* $(,)?) => {$(
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let backend = $backend;
+            $crate::run_bounded(stringify!($name), $crate::server::$name(&backend)).await;
+        }
+    )*};
 }
 
 /// Expands into one `#[tokio::test]` per test of [`concurrency`], each

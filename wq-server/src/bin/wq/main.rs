@@ -27,7 +27,13 @@ struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// The backend.
-    #[arg(long, env = "WQ_BACKEND", value_enum, default_value = "memory", global = true)]
+    #[arg(
+        long,
+        env = "WQ_BACKEND",
+        value_enum,
+        default_value = "memory",
+        global = true
+    )]
     backend: BackendKind,
     /// The server's URL (Postgres or Redis); defaults to WQ_POSTGRES_URL or
     /// WQ_REDIS_URL, then to the local server.
@@ -77,8 +83,7 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

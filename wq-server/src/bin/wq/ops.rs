@@ -222,7 +222,11 @@ pub async fn pause<B: Backend>(
         (Some(s), true) => client.pause_session(&args.queue, &s).await?,
         (Some(s), false) => client.resume_session(&args.queue, &s).await?,
     }
-    println!("{} {}", args.queue, if pause { "paused" } else { "resumed" });
+    println!(
+        "{} {}",
+        args.queue,
+        if pause { "paused" } else { "resumed" }
+    );
     Ok(())
 }
 

@@ -23,8 +23,12 @@ pub struct ServeArgs {
     token: Option<String>,
     /// A token for one tenant's jobs, as `tenant=token` (repeat it, or
     /// separate them with commas).
-    #[arg(long = "tenant-token", env = "WQ_TENANT_TOKENS", value_delimiter = ',',
-          hide_env_values = true)]
+    #[arg(
+        long = "tenant-token",
+        env = "WQ_TENANT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     tenant_tokens: Vec<String>,
     /// Serve without any token check: anyone who reaches the port is an
     /// admin. For a demo on a trusted machine only.
@@ -41,7 +45,11 @@ pub struct ServeArgs {
     unhealthy_backlog: u64,
 }
 
-pub async fn serve<B: Backend>(store: B, client: Client<B>, args: ServeArgs) -> Result<(), Failure> {
+pub async fn serve<B: Backend>(
+    store: B,
+    client: Client<B>,
+    args: ServeArgs,
+) -> Result<(), Failure> {
     let auth = auth(&args)?;
     let events = Events::new(4_096);
     let client = client.with_events(events.clone());
