@@ -31,6 +31,8 @@ pub(crate) async fn run<B: Backend>(
         job.id = %job.id,
         attempt = job.attempt,
         group = job.group.as_ref().map(|g| g.as_str()),
+        session = job.session.as_ref().map(|s| s.as_str()),
+        tenant = job.tenant.as_deref(),
     );
     let number = job.attempt;
     let ended = attempt(&shared, &queue, job).instrument(span).await;
