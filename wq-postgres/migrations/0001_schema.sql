@@ -192,6 +192,20 @@ CREATE TABLE admitted (
 );
 CREATE INDEX admitted_by_time ON admitted (queue, session, admitted_at);
 
+-- Finished jobs counted by queue and state, as changes: every call that
+-- finishes, revives or deletes jobs inserts one row per (queue, state) it
+-- changed, and `prune` folds a queue's rows into one per state. Inserts
+-- take no lock a worker waits on (a counter row per queue would serialize
+-- every acknowledgement), and a count reads a few rows, not the retained
+-- jobs.
+CREATE TABLE finished_counts (
+    queue text NOT NULL,
+    state smallint NOT NULL,
+    n     bigint NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX finished_counts_queue ON finished_counts (queue);
+
 CREATE TABLE locks (
     name       text PRIMARY KEY,
     holder     text NOT NULL,

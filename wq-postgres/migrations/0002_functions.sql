@@ -32,6 +32,17 @@ LANGUAGE sql AS $$
     SELECT pg_notify('wq:' || current_schema(), p_queue)
 $$;
 
+-- Counts jobs that finished (p_sign 1) or left a finished state (-1):
+-- one row per (queue, state) of the given ones (see `finished_counts`).
+CREATE FUNCTION wq_count_finished(p_queues text[], p_states smallint[], p_sign integer)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO finished_counts (queue, state, n)
+    SELECT q, st, p_sign * count(*) FROM unnest(p_queues, p_states) AS t(q, st)
+    WHERE st >= 3
+    GROUP BY q, st
+$$;
+
 -- Lowers the running count of each given session by its p_left (a start
 -- counts -1) and recomputes its front and state, in one statement. The
 -- pairs are distinct, in (queue, session) order, and this transaction
@@ -322,6 +333,8 @@ BEGIN
     END IF;
     IF p_state <> 4 AND (q.config->'retention'->>'completed')::bigint = 0 THEN
         DELETE FROM jobs WHERE id = p_id;
+    ELSE
+        PERFORM wq_count_finished(ARRAY[j.queue], ARRAY[p_state], 1);
     END IF;
 END $$;
 
@@ -344,6 +357,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    PERFORM wq_count_finished(ARRAY[j.queue], ARRAY[j.state], -1);
     IF g.held_by = p_id THEN
         UPDATE groups SET held_by = NULL WHERE queue = j.queue AND group_key = j.group_key;
         PERFORM wq_advance(j.queue, j.group_key, p_now);
@@ -828,6 +842,9 @@ DECLARE
     v_grouped boolean;
     v_drop boolean;
     v_gapped boolean;
+    -- Finished jobs kept, by queue and state.
+    v_cq text[];
+    v_cs smallint[];
     -- Sessions of the jobs that left running, and of the next heads.
     v_sq text[];
     v_ss text[];
@@ -859,9 +876,13 @@ BEGIN
            coalesce(bool_or(f.fate IN (3, 4, 5) AND j.group_key IS NOT NULL AND j.cfg[2] > 0),
                     false),
            array_agg(j.queue) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL),
-           array_agg(j.session) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL)
+           array_agg(j.session) FILTER (WHERE f.fate <> -2 AND j.session IS NOT NULL),
+           -- Finished and kept (a queue that keeps no completed job drops
+           -- its completed and cancelled ones below): counted.
+           array_agg(j.queue) FILTER (WHERE f.fate = 4 OR (f.fate IN (3, 5) AND j.cfg[1] <> 0)),
+           array_agg(f.fate) FILTER (WHERE f.fate = 4 OR (f.fate IN (3, 5) AND j.cfg[1] <> 0))
     INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop, v_gapped,
-         v_sq, v_ss
+         v_sq, v_ss, v_cq, v_cs
     FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
     -- Only running jobs are locked: a stale worker's acknowledgement of a
     -- job that waits again must not hold its row, which a claim may be
@@ -924,6 +945,10 @@ BEGIN
                              CASE WHEN p_actions[array_position(p_ids, j.id)] IN (1, 2, 3)
                                   THEN p_messages[array_position(p_ids, j.id)] END)
     WHERE j.id = ANY(v_finished);
+
+    IF v_cq IS NOT NULL THEN
+        PERFORM wq_count_finished(v_cq, v_cs, 1);
+    END IF;
 
     -- Back in line: the attempt is spent (retry) or given back (defer, release,
     -- continue, whose message is the step).
@@ -1279,6 +1304,8 @@ END $$;
 CREATE FUNCTION retry_dead(p_queue text, p_ids uuid[], p_now timestamptz) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
+    -- The queue of each job revived: a dead job fewer each.
+    v_revived text[] := '{}';
     d jobs;
     j jobs;
     g groups;
@@ -1325,7 +1352,9 @@ BEGIN
             v_ss := v_ss || j.session;
         END IF;
         v_count := v_count + 1;
+        v_revived := v_revived || j.queue;
     END LOOP;
+    PERFORM wq_count_finished(v_revived, array_fill(4::smallint, ARRAY[cardinality(v_revived)]), -1);
     PERFORM wq_sessions_sync(v_sq, v_ss, NULL, NULL, NULL, NULL, NULL);
     RETURN v_count;
 END $$;
@@ -1368,14 +1397,21 @@ DECLARE
 BEGIN
     FOR q IN SELECT * FROM queues ORDER BY name LOOP
         EXIT WHEN v_left <= 0;
-        DELETE FROM jobs WHERE id IN (
-            SELECT id FROM jobs
-            WHERE queue = q.name AND state IN (3, 5)
-              AND finished_at <= p_now - (q.config->'retention'->>'completed')::bigint
-                                         * interval '1 millisecond'
-            ORDER BY finished_at
-            LIMIT v_left);
-        GET DIAGNOSTICS v_gone = ROW_COUNT;
+        WITH gone AS (
+            DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE queue = q.name AND state IN (3, 5)
+                  AND finished_at <= p_now - (q.config->'retention'->>'completed')::bigint
+                                             * interval '1 millisecond'
+                ORDER BY finished_at
+                LIMIT v_left)
+            RETURNING state
+        ), counted AS (
+            INSERT INTO finished_counts (queue, state, n)
+            SELECT q.name, state, -count(*) FROM gone GROUP BY state
+            RETURNING -n AS n
+        )
+        SELECT coalesce(sum(n), 0) INTO v_gone FROM counted;
         v_left := v_left - v_gone;
         -- Dead jobs one at a time: a dead head may hold its group. The
         -- oldest ones, taken in group order, as every function locks groups.
@@ -1397,6 +1433,15 @@ BEGIN
         END LOOP;
     END LOOP;
     PERFORM wq_sessions_sync(NULL, NULL, NULL, NULL, v_gq, v_gk, NULL);
+    -- Each queue's counted changes folded into one row per state. Rows
+    -- inserted meanwhile are not in this statement's snapshot: they stay.
+    FOR q IN SELECT * FROM queues ORDER BY name LOOP
+        WITH folded AS (
+            DELETE FROM finished_counts WHERE queue = q.name RETURNING state, n
+        )
+        INSERT INTO finished_counts (queue, state, n)
+        SELECT q.name, state, sum(n) FROM folded GROUP BY state HAVING sum(n) <> 0;
+    END LOOP;
     RETURN p_limit - v_left;
 END $$;
 

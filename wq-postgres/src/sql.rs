@@ -103,16 +103,18 @@ impl Sql {
             set_paused: stmt(format!("UPDATE {s}.queues SET paused = $2 WHERE name = $1")),
             notify: stmt(format!("SELECT {s}.wq_wake($1)::text")),
             get: stmt(format!("SELECT * FROM {s}.jobs WHERE id = $1")),
-            // Three parts, each served by its partial index; the first row
-            // tells an unknown queue (no row) from an empty one.
+            // Waiting and running jobs from their partial indexes, finished
+            // ones from their counted changes (`finished_counts`): the cost
+            // does not grow with what is retained. The first row tells an
+            // unknown queue (no row) from an empty one.
             counts: stmt(format!(
                 "SELECT NULL::smallint AS state, 0::bigint AS n FROM {s}.queues WHERE name = $1 \
                  UNION ALL SELECT state, count(*) FROM {s}.jobs \
                    WHERE queue = $1 AND state < 2 GROUP BY state \
                  UNION ALL SELECT 2::smallint, count(*) FROM {s}.jobs \
                    WHERE queue = $1 AND state = 2 \
-                 UNION ALL SELECT state, count(*) FROM {s}.jobs \
-                   WHERE queue = $1 AND state >= 3 GROUP BY state"
+                 UNION ALL SELECT state, sum(n)::bigint FROM {s}.finished_counts \
+                   WHERE queue = $1 GROUP BY state"
             )),
             position: stmt(format!(
                 "SELECT j.state, j.group_key IS NOT NULL AS grouped, \
