@@ -46,11 +46,14 @@ impl Scope {
     }
 }
 
+/// A token's digest and what it may do.
+type Known = ([u8; 32], Scope);
+
 /// The tokens a server accepts.
 #[derive(Clone)]
 pub struct Auth {
     /// `None`: no check at all (started explicitly without auth).
-    tokens: Option<Arc<Vec<([u8; 32], Scope)>>>,
+    tokens: Option<Arc<Vec<Known>>>,
 }
 
 impl Auth {
@@ -67,12 +70,23 @@ impl Auth {
         Self { tokens: None }
     }
 
+    /// How many tokens are accepted (none when disabled).
+    pub fn len(&self) -> usize {
+        self.tokens.as_ref().map_or(0, |t| t.len())
+    }
+
+    /// Whether no token is accepted: every checked request is refused.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether requests are checked.
     pub fn is_enabled(&self) -> bool {
         self.tokens.is_some()
     }
 
-    /// Accepts `token` for everything.
+    /// Accepts `token` for everything. An empty token is never accepted
+    /// (no request can present one).
     pub fn admin(self, token: &str) -> Self {
         self.with(token, Scope::Admin)
     }
@@ -83,6 +97,9 @@ impl Auth {
     }
 
     fn with(mut self, token: &str, scope: Scope) -> Self {
+        if token.is_empty() {
+            return self;
+        }
         if let Some(tokens) = &mut self.tokens {
             Arc::make_mut(tokens).push((digest(token.as_bytes()), scope));
         }
@@ -115,6 +132,13 @@ impl fmt::Debug for Auth {
     }
 }
 
+/// The token of an `Authorization` value: the scheme `Bearer` matched in
+/// any case, as HTTP's scheme names are.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -134,7 +158,7 @@ impl<B: wq::Backend> FromRequestParts<AppState<B>> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer);
         state
             .auth
             .check(presented)
@@ -159,6 +183,12 @@ mod tests {
         assert_eq!(auth.check(None), None);
         assert_eq!(Auth::tokens().check(Some("")), None);
         assert_eq!(Auth::disabled().check(None), Some(Scope::Admin));
+        assert!(
+            Auth::tokens().admin("").is_empty(),
+            "an empty token is no token"
+        );
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | `GET /api/queues/{queue}/groups/blocked`, `POST .../groups/{group}/unblock`, `.../skip` | contacts held by a dead or retrying head |
 //! | `GET /api/openapi.json` | the OpenAPI document |
 //! | `GET /health`, `GET /ready`, `GET /metrics` | health, readiness, Prometheus |
+//! | `GET /ui/` (and `GET /` to it) | the dashboard: queues, throughput, jobs, dead letters, sessions, blocked groups |
 //!
 //! `/api/` requires `Authorization: Bearer <token>` (see [`Auth`]); a token
 //! scoped to a tenant sees and touches that tenant's jobs only. Errors are
@@ -48,6 +49,7 @@
 //! ```
 
 mod auth;
+mod dashboard;
 mod error;
 mod health;
 mod jobs;
@@ -135,6 +137,7 @@ impl<B: Backend> Server<B> {
             .route("/health", get(health::health::<B>))
             .route("/ready", get(health::ready::<B>))
             .route("/metrics", get(metrics::scrape::<B>))
+            .merge(dashboard::routes())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY))

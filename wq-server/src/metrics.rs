@@ -11,6 +11,7 @@
 //! | `wq_jobs_completed_total`, `wq_jobs_retried_total`, `wq_jobs_dead_total`, `wq_jobs_cancelled_total` | counter | queue |
 //! | `wq_jobs_waited_total` (rate limits, pauses, lost links, steps) | counter | queue, cause |
 //! | `wq_lease_rescues_total` | counter | queue |
+//! | `wq_events_missed_total` (events this process fell behind on) | counter | |
 //! | `wq_attempt_duration_seconds` | histogram | queue, outcome |
 //! | `wq_queue_jobs` | gauge | queue, state |
 //! | `wq_queue_paused` | gauge | queue |
@@ -42,7 +43,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus recorder, installed on first use. Should the
 /// application have installed a recorder of its own, wq's metrics go there
-/// and `/metrics` shows only the queue gauges' absence: a warning says so.
+/// and `/metrics` renders nothing: a warning says so.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()

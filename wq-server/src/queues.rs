@@ -4,6 +4,7 @@
 //! Views and actions on a whole queue are an admin's; a tenant's token may
 //! retry and purge its own dead jobs, and see and unblock its own groups.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,7 +12,7 @@ use wq::validate::{MAX_BATCH, MAX_LIST};
 use wq::{Backend, DeadJobs, Job, JobId, JobState, ListQuery, OnDead};
 
 use crate::auth::{Caller, Scope};
-use crate::error::{ApiError, Json, Path, Query};
+use crate::error::{ApiError, Path, Query};
 use crate::jobs::{may_see, parse_id};
 use crate::state::AppState;
 use crate::view::{Affected, BlockedGroup, DeadSelection, JobView, QueueView, SessionView};
@@ -80,7 +81,8 @@ pub async fn resume<B: Backend>(
 }
 
 /// Runs dead jobs again with fresh attempts: the ids given, or every dead
-/// job of the queue (a tenant's: every one of its own).
+/// job of the queue (a tenant's: every one of its own). An empty body is
+/// `{}`.
 #[utoipa::path(post, path = "/api/queues/{queue}/dead/retry", tag = "dead letters",
     params(("queue" = String, Path, description = "The queue")), request_body = DeadSelection,
     responses((status = 200, body = Affected), (status = 404, body = crate::error::ErrorBody)))]
@@ -88,9 +90,9 @@ pub async fn retry_dead<B: Backend>(
     State(st): State<AppState<B>>,
     Caller(scope): Caller,
     Path(queue): Path<String>,
-    Json(sel): Json<DeadSelection>,
+    body: Bytes,
 ) -> Result<axum::Json<Affected>, ApiError> {
-    dead_action(&st, &scope, &queue, sel, Action::Retry).await
+    dead_action(&st, &scope, &queue, selection(&body)?, Action::Retry).await
 }
 
 /// Deletes dead jobs: the ids given, or every dead job of the queue (a
@@ -102,9 +104,23 @@ pub async fn purge_dead<B: Backend>(
     State(st): State<AppState<B>>,
     Caller(scope): Caller,
     Path(queue): Path<String>,
-    Json(sel): Json<DeadSelection>,
+    body: Bytes,
 ) -> Result<axum::Json<Affected>, ApiError> {
-    dead_action(&st, &scope, &queue, sel, Action::Purge).await
+    dead_action(&st, &scope, &queue, selection(&body)?, Action::Purge).await
+}
+
+/// The dead jobs a body selects: none at all (an empty body) is every one.
+fn selection(body: &[u8]) -> Result<DeadSelection, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeadSelection::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::invalid("body", e.to_string())
+        } else {
+            ApiError::bad_request(format!("the body is not JSON: {e}"))
+        }
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -292,7 +308,11 @@ pub async fn blocked<B: Backend>(
             .map(|g| g.to_string())
             .unwrap_or_default();
         let line = line_of(&st, &queue, &group, info.config.on_dead == OnDead::Hold).await?;
-        let behind = line.iter().filter(|j| j.id != head.id).count() as u64;
+        // A tenant counts only its own jobs behind the head.
+        let behind = line
+            .iter()
+            .filter(|j| j.id != head.id && may_see(&scope, j))
+            .count() as u64;
         out.push(BlockedGroup {
             group,
             head: JobView::from(&head),

@@ -37,7 +37,7 @@ pub struct StoreArgs {
     backend: BackendKind,
     /// The server's URL (Postgres or Redis); defaults to WQ_POSTGRES_URL or
     /// WQ_REDIS_URL, then to the local server.
-    #[arg(long, env = "WQ_URL", global = true)]
+    #[arg(long, env = "WQ_URL", global = true, hide_env_values = true)]
     url: Option<String>,
     /// The Postgres schema or Redis key prefix.
     #[arg(long, env = "WQ_NAMESPACE", default_value = "wq", global = true)]
@@ -105,6 +105,12 @@ async fn open(cli: Cli) -> Result<(), Failure> {
         namespace,
     } = cli.store.clone();
     match backend {
+        // A fresh in-process store holds nothing an operator could look at.
+        BackendKind::Memory if !matches!(cli.command, Command::Serve(_) | Command::Migrate) => Err(
+            "the memory backend lives inside one process and this command would see it empty: \
+             give --backend postgres or redis (or WQ_BACKEND)"
+                .into(),
+        ),
         #[cfg(feature = "memory")]
         BackendKind::Memory => run(wq::MemoryStore::new(), cli.command).await,
         #[cfg(feature = "postgres")]

@@ -5,11 +5,8 @@
 //! whole or not at all, and show their progress; Ctrl-C stops them between
 //! two batches, so nothing is left half-applied.
 
-use std::time::Duration;
-
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use wq::validate::MAX_LIST;
 use wq::{Backend, Client, Clock as _, DeadJobs, JobId, JobState, ListQuery};
 use wq_server::view::JobView;
 
@@ -150,7 +147,7 @@ pub async fn jobs<B: Backend>(client: &Client<B>, command: JobsCommand) -> Resul
 pub async fn dead<B: Backend>(client: &Client<B>, command: DeadCommand) -> Result<(), Failure> {
     let (args, retry) = match command {
         DeadCommand::List { queue, limit } => {
-            print_jobs(&client.dead(&queue, limit.min(MAX_LIST)).await?);
+            print_jobs(&client.dead(&queue, limit).await?);
             return Ok(());
         }
         DeadCommand::Retry(a) => (a, true),
@@ -165,15 +162,22 @@ pub async fn dead<B: Backend>(client: &Client<B>, command: DeadCommand) -> Resul
         }
     };
     if !args.ids.is_empty() {
-        let ids = args.ids.iter().map(|s| id(s)).collect::<Result<_, _>>()?;
+        // Only the named queue's jobs: an id of another queue is skipped.
+        let mut ids = Vec::with_capacity(args.ids.len());
+        for text in &args.ids {
+            let job = client.get(id(text)?).await?;
+            match job {
+                Some(j) if j.queue.as_str() == args.queue => ids.push(j.id),
+                _ => eprintln!("wq: {text} is not a job of {}: skipped", args.queue),
+            }
+        }
         println!("{} {verb}", apply(ids).await?);
         return Ok(());
     }
     let total = client.counts(&args.queue).await?.dead;
     let bar = progress(total, verb);
     let mut done = 0;
-    let interrupted = interrupted();
-    tokio::pin!(interrupted);
+    let mut interrupt = Interrupt::new()?;
     loop {
         // Retried jobs leave the dead state and purged ones the store, so
         // the first page is always the next batch.
@@ -200,10 +204,10 @@ pub async fn dead<B: Backend>(client: &Client<B>, command: DeadCommand) -> Resul
         if n < BATCH || applied == 0 {
             break;
         }
-        if stopped(&mut interrupted).await {
-            bar.abandon_with_message("interrupted between two batches");
-            println!("{done} {verb}; the rest are still dead");
-            return Ok(());
+        if interrupt.came() {
+            bar.abandon();
+            println!("{done} {verb}; interrupted between two batches, the rest are still dead");
+            return Err(INTERRUPTED.into());
         }
     }
     bar.finish();
@@ -234,8 +238,7 @@ pub async fn prune<B: Backend>(store: &B) -> Result<(), Failure> {
     let clock = wq::SystemClock;
     let bar = ProgressBar::new_spinner().with_message("pruned");
     let mut total = 0;
-    let interrupted = interrupted();
-    tokio::pin!(interrupted);
+    let mut interrupt = Interrupt::new()?;
     loop {
         let n = store.prune(clock.now(), BATCH).await?;
         total += n;
@@ -243,9 +246,10 @@ pub async fn prune<B: Backend>(store: &B) -> Result<(), Failure> {
         if n < BATCH as u64 {
             break;
         }
-        if stopped(&mut interrupted).await {
-            bar.abandon_with_message("interrupted between two batches");
-            break;
+        if interrupt.came() {
+            bar.abandon();
+            println!("{total} pruned; interrupted between two batches");
+            return Err(INTERRUPTED.into());
         }
     }
     bar.finish();
@@ -285,21 +289,42 @@ fn progress(total: u64, verb: &str) -> ProgressBar {
     bar
 }
 
-/// Resolves at the first Ctrl-C.
-async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        // No signal handling here: never interrupted.
-        std::future::pending::<()>().await;
+/// What an interrupted command fails with.
+const INTERRUPTED: &str =
+    "interrupted (Ctrl-C): every batch done is applied whole, the rest untouched";
+
+/// Ctrl-C (SIGINT), caught from the start of a long operation so that it
+/// stops the operation between two batches instead of the process.
+#[cfg(unix)]
+struct Interrupt(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Interrupt {
+    fn new() -> Result<Self, Failure> {
+        Ok(Self(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::interrupt(),
+        )?))
+    }
+
+    /// Whether Ctrl-C came since the last look, without waiting.
+    fn came(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.0.poll_recv(&mut cx).is_ready()
     }
 }
 
-/// Whether Ctrl-C came, without waiting for it.
-async fn stopped(
-    interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> bool {
-    tokio::select! {
-        biased;
-        () = interrupted.as_mut() => true,
-        () = tokio::time::sleep(Duration::ZERO) => false,
+/// Elsewhere Ctrl-C stops the process, between two batches or within one
+/// (each batch is one store call, applied whole or not at all).
+#[cfg(not(unix))]
+struct Interrupt;
+
+#[cfg(not(unix))]
+impl Interrupt {
+    fn new() -> Result<Self, Failure> {
+        Ok(Self)
+    }
+
+    fn came(&mut self) -> bool {
+        false
     }
 }

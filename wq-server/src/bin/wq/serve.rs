@@ -99,7 +99,10 @@ fn auth(args: &ServeArgs) -> Result<Auth, Failure> {
             .ok_or("--tenant-token takes `tenant=token`")?;
         auth = auth.tenant(tenant, token);
     }
-    if args.token.is_none() && args.tenant_tokens.is_empty() {
+    if args.token.as_deref() == Some("") {
+        return Err("the token is empty: give a non-empty --token or WQ_TOKEN".into());
+    }
+    if auth.is_empty() {
         return Err("give a token (--token or WQ_TOKEN), or serve without auth (--no-auth)".into());
     }
     Ok(auth)
