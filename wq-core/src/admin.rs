@@ -44,6 +44,18 @@ pub trait Admin: Send + Sync + 'static {
     /// Jobs of a queue by state.
     fn counts(&self, queue: &QueueName) -> impl Future<Output = Result<Counts, StoreError>> + Send;
 
+    /// When the job next in line became due: the earliest `run_at` among
+    /// the first job a claim would take now (of an open session or none)
+    /// and the jobs that came due but were not yet promoted; `None` when no
+    /// job is due. `now` minus it is how long the front of the queue has
+    /// waited: what a dashboard shows as the queue's age. Constant cost,
+    /// whatever the backlog.
+    fn next_in_line(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
     /// Where a waiting job stands; `None` if it is not waiting.
     fn position(
         &self,

@@ -537,6 +537,16 @@ impl<S: Store + Admin> Client<S> {
         Ok(self.inner.store.counts(&name).await?)
     }
 
+    /// How long the job next in line in `queue` has been due (see
+    /// [`Admin::next_in_line`]); `None` when nothing is due.
+    pub async fn oldest_wait(&self, queue: &str) -> Result<Option<Duration>, Error> {
+        let name = QueueName::from(queue);
+        self.config(&name).await?;
+        let now = self.now();
+        let due = self.inner.store.next_in_line(&name, now).await?;
+        Ok(due.map(|at| now.duration_since(at)))
+    }
+
     /// Where a waiting job stands in its group and its queue.
     pub async fn position(&self, id: JobId) -> Result<Option<Position>, Error> {
         Ok(self.inner.store.position(id).await?)

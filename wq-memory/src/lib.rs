@@ -176,6 +176,14 @@ impl Admin for MemoryStore {
         self.read(|s| s.counts(queue))
     }
 
+    async fn next_in_line(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|s| s.next_in_line(queue, now))
+    }
+
     async fn position(&self, id: JobId) -> Result<Option<Position>, StoreError> {
         Ok(self.read(|s| s.position(id)))
     }

@@ -940,6 +940,23 @@ impl State {
         })
     }
 
+    pub fn next_in_line(
+        &self,
+        name: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let q = self.queue(name)?;
+        let fronts = [
+            q.ready.first_key_value().map(|(k, _)| k.2),
+            q.sessions_ready.first_key_value().map(|(k, _)| k.2),
+            q.scheduled
+                .first_key_value()
+                .map(|((at, _), _)| *at)
+                .filter(|at| *at <= now),
+        ];
+        Ok(fronts.into_iter().flatten().min())
+    }
+
     pub fn promote_due(&mut self, name: &QueueName, now: Timestamp) -> Result<u64, StoreError> {
         let q = self
             .queues

@@ -38,6 +38,7 @@ pub struct Sql {
     pub notify: SqlStr,
     pub get: SqlStr,
     pub counts: SqlStr,
+    pub next_in_line: SqlStr,
     pub position: SqlStr,
     pub acquire_lock: SqlStr,
     pub renew_lock: SqlStr,
@@ -115,6 +116,22 @@ impl Sql {
                    WHERE queue = $1 AND state = 2 \
                  UNION ALL SELECT state, sum(n)::bigint FROM {s}.finished_counts \
                    WHERE queue = $1 GROUP BY state"
+            )),
+            // Four index probes: the first head in claim order, the first
+            // open session's front, and the earliest scheduled heads (with
+            // and without a session) that came due unpromoted.
+            next_in_line: stmt(format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE name = $1) AS known, least( \
+                   (SELECT run_at FROM {s}.heads \
+                     WHERE queue = $1 AND ready AND session IS NULL \
+                     ORDER BY priority, fresh, run_at, seq LIMIT 1), \
+                   (SELECT front_run_at FROM {s}.sessions WHERE queue = $1 AND state = 2 \
+                     ORDER BY front_priority, front_fresh, front_run_at, front_seq LIMIT 1), \
+                   (SELECT min(run_at) FROM {s}.heads \
+                     WHERE queue = $1 AND NOT ready AND session IS NULL AND run_at <= $2), \
+                   (SELECT min(run_at) FROM {s}.heads \
+                     WHERE queue = $1 AND NOT ready AND session IS NOT NULL AND run_at <= $2) \
+                 ) AS due"
             )),
             position: stmt(format!(
                 "SELECT j.state, j.group_key IS NOT NULL AS grouped, \

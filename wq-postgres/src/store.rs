@@ -520,6 +520,25 @@ impl Admin for PgStore {
             .map_err(error::store)
     }
 
+    async fn next_in_line(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let row = sqlx::query(self.inner.sql.next_in_line.clone())
+            .bind(queue.as_str())
+            .bind(to_pg(now))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(error::store)?;
+        if !row.try_get::<bool, _>("known").map_err(error::store)? {
+            return Err(StoreError::UnknownQueue(queue.clone()));
+        }
+        let due: Option<chrono::DateTime<chrono::Utc>> =
+            row.try_get("due").map_err(error::store)?;
+        Ok(due.map(from_pg))
+    }
+
     async fn counts(&self, queue: &QueueName) -> Result<Counts, StoreError> {
         let rows = sqlx::query(self.inner.sql.counts.clone())
             .bind(queue.as_str())

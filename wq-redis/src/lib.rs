@@ -262,6 +262,14 @@ impl Admin for RedisStore {
         self.queue_counts(queue).await
     }
 
+    async fn next_in_line(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.front_due(queue, now).await
+    }
+
     async fn position(&self, id: JobId) -> Result<Option<Position>, StoreError> {
         self.job_position(id).await
     }

@@ -344,6 +344,19 @@ impl RedisStore {
         due_time(reply)
     }
 
+    pub(crate) async fn front_due(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let reply = self
+            .run(&SCRIPTS.next_in_line, queue, |call| {
+                call.arg(now.as_micros());
+            })
+            .await?;
+        due_time(reply)
+    }
+
     pub(crate) async fn promote(
         &self,
         queue: &QueueName,

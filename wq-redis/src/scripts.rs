@@ -35,6 +35,7 @@ pub(crate) struct Scripts {
     pub promote: Script,
     pub pause: Script,
     pub next_due: Script,
+    pub next_in_line: Script,
     pub position: Script,
     pub list: Script,
     pub audit: Script,
@@ -48,7 +49,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// All of them, for loading at connect.
-    pub fn all(&self) -> [&Script; 22] {
+    pub fn all(&self) -> [&Script; 23] {
         [
             &self.enqueue,
             &self.claim,
@@ -63,6 +64,7 @@ impl Scripts {
             &self.promote,
             &self.pause,
             &self.next_due,
+            &self.next_in_line,
             &self.position,
             &self.list,
             &self.audit,
@@ -90,6 +92,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     promote: script!("#!lua"; "lib/core.lua", "promote.lua"),
     pause: script!("#!lua"; "lib/core.lua", "pause.lua"),
     next_due: script!("#!lua flags=no-writes"; "lib/core.lua", "lib/claim.lua", "next_due.lua"),
+    next_in_line: script!("#!lua flags=no-writes"; "lib/core.lua", "next_in_line.lua"),
     position: script!("#!lua flags=no-writes"; "lib/core.lua", "position.lua"),
     list: script!("#!lua flags=no-writes"; "lib/core.lua", "list.lua"),
     audit: script!("#!lua"; "lib/core.lua", "audit.lua"),

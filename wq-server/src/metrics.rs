@@ -15,6 +15,7 @@
 //! | `wq_attempt_duration_seconds` | histogram | queue, outcome |
 //! | `wq_queue_jobs` | gauge | queue, state |
 //! | `wq_queue_paused` | gauge | queue |
+//! | `wq_queue_oldest_wait_seconds` (how long the job next in line has been due; 0 when none is) | gauge | queue |
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -159,6 +160,10 @@ pub async fn scrape<B: Backend>(State(st): State<AppState<B>>) -> impl IntoRespo
                 } else {
                     0.0
                 });
+                if let Ok(wait) = st.client().oldest_wait(&name).await {
+                    metrics::gauge!("wq_queue_oldest_wait_seconds", "queue" => name.clone())
+                        .set(wait.map_or(0.0, |d| d.as_secs_f64()));
+                }
                 if let Ok(counts) = st.client().counts(&name).await {
                     for state in JobState::ALL {
                         metrics::gauge!("wq_queue_jobs", "queue" => name.clone(), "state" => state.as_str())

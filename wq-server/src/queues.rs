@@ -27,8 +27,10 @@ pub async fn list<B: Backend>(
     scope.require_admin()?;
     let mut out = Vec::new();
     for info in st.client().queues().await? {
-        let counts = st.client().counts(info.config.name.as_str()).await?;
-        out.push(QueueView::new(&info, counts));
+        let name = info.config.name.as_str();
+        let counts = st.client().counts(name).await?;
+        let wait = st.client().oldest_wait(name).await?;
+        out.push(QueueView::new(&info, counts, wait));
     }
     Ok(axum::Json(out))
 }
@@ -49,7 +51,8 @@ pub async fn get<B: Backend>(
         .await?
         .ok_or_else(|| wq::ValidationError::unknown_queue(&queue))?;
     let counts = st.client().counts(&queue).await?;
-    Ok(axum::Json(QueueView::new(&info, counts)))
+    let wait = st.client().oldest_wait(&queue).await?;
+    Ok(axum::Json(QueueView::new(&info, counts, wait)))
 }
 
 /// Stops workers from claiming from the queue; enqueueing goes on.

@@ -2,6 +2,8 @@
 //! UTC with microseconds; payloads and outputs are the JSON they were
 //! stored as.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -186,16 +188,20 @@ pub struct QueueView {
     pub concurrency: usize,
     /// Jobs by state.
     pub counts: CountsView,
+    /// How long the job next in line has been due, in milliseconds; absent
+    /// when nothing is due.
+    pub oldest_wait_ms: Option<u64>,
 }
 
 impl QueueView {
-    /// A queue with its counts.
-    pub fn new(info: &QueueInfo, counts: Counts) -> Self {
+    /// A queue with its counts and the wait of the front of its line.
+    pub fn new(info: &QueueInfo, counts: Counts, oldest_wait: Option<Duration>) -> Self {
         Self {
             name: info.config.name.to_string(),
             paused: info.paused,
             concurrency: info.config.concurrency,
             counts: counts.into(),
+            oldest_wait_ms: oldest_wait.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

@@ -838,6 +838,11 @@ impl<B: Backend> Pair<B> {
                 self.tested.list_sessions(&q, None, 100).await?,
             )?;
             self.same(
+                &format!("next in line of {q}"),
+                self.reference.next_in_line(&q, now).await?,
+                self.tested.next_in_line(&q, now).await?,
+            )?;
+            self.same(
                 &format!("next due of {q}"),
                 self.reference.next_due(&q, now).await?,
                 self.tested.next_due(&q, now).await?,

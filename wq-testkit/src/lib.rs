@@ -149,6 +149,8 @@ macro_rules! conformance_tests {
             cancel_stops_a_running_handler,
             pause_and_resume,
             counts_by_state,
+            the_front_of_the_line_is_timed,
+            the_leader_prunes_at_its_interval,
             positions_in_group_and_queue,
             listing_filters_and_pages,
             dead_jobs_retry_and_purge,

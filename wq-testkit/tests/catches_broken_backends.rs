@@ -310,6 +310,13 @@ impl Admin for Sabotaged {
     async fn counts(&self, q: &QueueName) -> Result<Counts, StoreError> {
         self.inner.counts(q).await
     }
+    async fn next_in_line(
+        &self,
+        queue: &QueueName,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.next_in_line(queue, now).await
+    }
     async fn position(&self, id: JobId) -> Result<Option<Position>, StoreError> {
         self.inner.position(id).await
     }

@@ -24,8 +24,8 @@ pub const LEADER_LOCK: &str = "wq:maintenance";
 /// Jobs rescued or pruned per round trip.
 const BATCH: usize = 1_000;
 
-/// How often the leader prunes.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the leader prunes unless told otherwise.
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The shortest leader lock a worker accepts: renewed three times per
 /// lifetime, a shorter one would lapse under a few slow round trips.
@@ -47,6 +47,8 @@ pub(crate) struct Timing {
     pub ttl: Duration,
     /// Between two audits of each queue; `None`: never.
     pub audit_every: Option<Duration>,
+    /// Between two prunes.
+    pub prune_every: Duration,
 }
 
 impl Timing {
@@ -69,6 +71,15 @@ impl Timing {
             period,
             ttl,
             audit_every: None,
+            prune_every: PRUNE_EVERY,
+        }
+    }
+
+    /// Prunes every `every`.
+    pub fn prune_every(self, every: Duration) -> Self {
+        Self {
+            prune_every: every,
+            ..self
         }
     }
 
@@ -93,6 +104,7 @@ pub(crate) async fn run<B: Backend>(
         period,
         ttl,
         audit_every,
+        prune_every,
     } = timing;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -120,7 +132,7 @@ pub(crate) async fn run<B: Backend>(
             }
         }
         enqueue_repeats(&client, &repeats, &mut enqueued).await;
-        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
             prune(&shared).await;
             last_prune = Some(Instant::now());
         }

@@ -105,6 +105,7 @@ pub struct Worker<B> {
     maintenance: bool,
     leader_lease: Option<Duration>,
     audit_every: Option<Duration>,
+    prune_every: Duration,
     events: Option<Events>,
 }
 
@@ -121,6 +122,7 @@ impl<B: Backend> Worker<B> {
             maintenance: true,
             leader_lease: None,
             audit_every: Some(Duration::from_secs(60)),
+            prune_every: maintenance::PRUNE_EVERY,
             events: None,
         }
     }
@@ -236,6 +238,15 @@ impl<B: Backend> Worker<B> {
         self
     }
 
+    /// How often the maintenance leader deletes finished jobs past their
+    /// queue's retention, and folds the counts it keeps of them (default
+    /// 60 s; at least 1 s). Shorter keeps the tables smaller under heavy
+    /// churn; longer makes each prune a larger batch.
+    pub fn prune_every(mut self, every: Duration) -> Self {
+        self.prune_every = every.max(Duration::from_secs(1));
+        self
+    }
+
     /// Loads the queues' settings and starts claiming.
     pub async fn start(self) -> Result<WorkerHandle, Error> {
         let queues = self.resolve_queues().await?;
@@ -257,7 +268,8 @@ impl<B: Backend> Worker<B> {
         let mut background = vec![tokio::spawn(lease::run(shared.clone(), queues.clone()))];
         if self.maintenance {
             let timing = maintenance::Timing::new(shortest_lease, self.leader_lease)
-                .audit_every(self.audit_every);
+                .audit_every(self.audit_every)
+                .prune_every(self.prune_every);
             background.push(tokio::spawn(maintenance::run(
                 shared.clone(),
                 queues.clone(),

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wq_core::{
-    AckAction, AckOutcome, Client, Clock as _, Counts, Enqueue, Error, ExtendOutcome, JobContext,
-    JobError, JobState, LeaseRef, ListQuery, QueueConfig, Retention, Scheduler, Store as _,
-    StoreError, Worker,
+    AckAction, AckOutcome, Admin as _, Client, Clock as _, Counts, Enqueue, Error, ExtendOutcome,
+    JobContext, JobError, JobState, LeaseRef, ListQuery, QueueConfig, Retention, Scheduler,
+    Store as _, StoreError, Worker,
 };
 
 use crate::harness::{
@@ -253,6 +253,11 @@ pub async fn retention_prunes_finished_jobs<T: TestBackend>(t: &T) -> TestResult
             "pruned after the completed retention"
         );
         ensure!(b.get(done.id).await?.is_none(), "the completed job is gone");
+        let counts = client.counts("keep").await?;
+        ensure!(
+            counts.completed == 0 && counts.dead == 1,
+            "counts follow the prune: {counts:?}"
+        );
         ensure!(
             b.get(dead.id).await?.is_some(),
             "the dead job is kept longer"
@@ -267,6 +272,7 @@ pub async fn retention_prunes_finished_jobs<T: TestBackend>(t: &T) -> TestResult
             "pruned after the dead retention"
         );
         ensure!(b.get(dead.id).await?.is_none(), "the dead job is gone");
+        ensure_eq!(client.counts("keep").await?.dead, 0, "no dead job counted");
         ensure!(
             b.get(waiting.id).await?.is_some(),
             "waiting jobs are never pruned"
@@ -290,6 +296,40 @@ pub async fn retention_prunes_finished_jobs<T: TestBackend>(t: &T) -> TestResult
             "nothing counted"
         );
         Ok(())
+    })
+    .await
+}
+
+/// The maintenance leader prunes at the interval its worker was given.
+pub async fn the_leader_prunes_at_its_interval<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let client = Client::new(b.clone());
+        let brief = Retention {
+            completed: Duration::from_millis(1),
+            dead: secs(3600),
+        };
+        declare(&client, QueueConfig::new("pr").retention(brief)).await?;
+        let worker = Worker::new(b.clone())
+            .prune_every(secs(1))
+            .handle("pr", |_job: JobContext| async { Ok::<(), JobError>(()) })
+            .start()
+            .await?;
+        let result = async {
+            // A first job gone shows a prune has run; a second one, stored
+            // after it, needs another prune, within the interval.
+            for (n, within) in [(1, PATIENCE), (2, secs(5))] {
+                let job = client.enqueue(Enqueue::new("pr", &n)).await?.job;
+                wait_until(&format!("job {n} pruned"), within, || async {
+                    Ok(client.get(job.id).await?.is_none())
+                })
+                .await?;
+            }
+            ensure_eq!(client.counts("pr").await?.completed, 0, "uncounted");
+            Ok(())
+        }
+        .await;
+        let _ = stop(worker).await;
+        result
     })
     .await
 }
@@ -503,6 +543,46 @@ pub async fn listing_filters_and_pages<T: TestBackend>(t: &T) -> TestResult {
             }
         }
         Ok(())
+    })
+    .await
+}
+
+/// The front of a queue's line: how long the job next in line has been
+/// due, at constant cost; a delayed job counts once due, a running one no
+/// more.
+pub async fn the_front_of_the_line_is_timed<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (client, clock) = manual_client(&b);
+        declare(&client, QueueConfig::new("front")).await?;
+        ensure_eq!(client.oldest_wait("front").await?, None, "nothing waits");
+        let start = clock.now();
+        client.enqueue(Enqueue::new("front", &1)).await?;
+        client
+            .enqueue(Enqueue::new("front", &2).delay(secs(10)))
+            .await?;
+        clock.advance(secs(4));
+        ensure_eq!(
+            client.oldest_wait("front").await?,
+            Some(secs(4)),
+            "the due job has waited 4 s"
+        );
+        let jobs = claim(&b, "front", 1, clock.now(), secs(60)).await?;
+        ensure_eq!(jobs.len(), 1, "the due job claimed");
+        ensure_eq!(
+            client.oldest_wait("front").await?,
+            None,
+            "a running job waits no more"
+        );
+        clock.advance(secs(9));
+        ensure_eq!(
+            b.next_in_line(&"front".into(), clock.now()).await?,
+            Some(start + secs(10)),
+            "the delayed job, due 3 s ago and not yet promoted"
+        );
+        match client.oldest_wait("nope").await {
+            Err(Error::Invalid(e)) if e.field == "queue" => Ok(()),
+            other => Err(Failure::new(format!("an unknown queue: {other:?}"))),
+        }
     })
     .await
 }

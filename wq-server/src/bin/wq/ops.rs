@@ -88,13 +88,25 @@ pub struct PauseArgs {
 
 pub async fn stats<B: Backend>(client: &Client<B>) -> Result<(), Failure> {
     println!(
-        "{:<24} {:>7} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10}",
-        "queue", "paused", "scheduled", "available", "running", "completed", "dead", "cancelled"
+        "{:<24} {:>7} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10} {:>12}",
+        "queue",
+        "paused",
+        "scheduled",
+        "available",
+        "running",
+        "completed",
+        "dead",
+        "cancelled",
+        "oldest wait"
     );
     for q in client.queues().await? {
         let c = client.counts(q.config.name.as_str()).await?;
+        let wait = client
+            .oldest_wait(q.config.name.as_str())
+            .await?
+            .map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         println!(
-            "{:<24} {:>7} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10}",
+            "{:<24} {:>7} {:>10} {:>10} {:>8} {:>10} {:>8} {:>10} {:>12}",
             q.config.name.as_str(),
             if q.paused { "yes" } else { "no" },
             c.scheduled,
@@ -102,7 +114,8 @@ pub async fn stats<B: Backend>(client: &Client<B>) -> Result<(), Failure> {
             c.running,
             c.completed,
             c.dead,
-            c.cancelled
+            c.cancelled,
+            wait
         );
     }
     Ok(())
