@@ -144,10 +144,11 @@ pub async fn list<B: Backend>(
     Query(p): Query<ListParams>,
 ) -> Result<axum::Json<JobPage>, ApiError> {
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_LIST {
+    if limit == 0 || limit >= MAX_LIST {
         return Err(ApiError::invalid("limit", format!("from 1 to {MAX_LIST}")));
     }
-    let mut q = ListQuery::new().limit(limit);
+    // One more than the page: whether a next page exists.
+    let mut q = ListQuery::new().limit(limit + 1);
     if let Some(v) = p.queue {
         q = q.queue(v.as_str());
     }
@@ -166,9 +167,12 @@ pub async fn list<B: Backend>(
     if let Some(tenant) = own_tenant(&scope, p.tenant.as_deref())? {
         q = q.tenant(tenant);
     }
-    let jobs = st.client().list(q).await?;
-    let next = (jobs.len() == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
+    let mut jobs = st.client().list(q).await?;
+    let next = (jobs.len() > limit)
+        .then(|| {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id.to_string())
+        })
         .flatten();
     Ok(axum::Json(JobPage {
         jobs: jobs.iter().map(JobView::from).collect(),

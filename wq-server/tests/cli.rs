@@ -509,8 +509,10 @@ impl Serving {
         let mut lines = BufReader::new(stdout).lines();
         let listening = tokio::time::timeout(SERVE_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(base) = line.strip_prefix("wq: serving on ") {
-                    return Some(base.trim().to_owned());
+                if let Some(rest) = line.strip_prefix("wq: serving on ") {
+                    // "http://ADDR (the dashboard at ...)"
+                    let base = rest.split_whitespace().next().unwrap_or_default();
+                    return Some(base.to_owned());
                 }
             }
             None

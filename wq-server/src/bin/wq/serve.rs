@@ -68,8 +68,8 @@ pub async fn serve<B: Backend>(
         .router();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving: the API under /api/ (its OpenAPI document at /api/openapi.json), /health, /ready, /metrics");
-    println!("wq: serving on http://{addr}");
+    tracing::info!(%addr, "serving: the dashboard at /ui/, the API under /api/ (its OpenAPI document at /api/openapi.json), /health, /ready, /metrics");
+    println!("wq: serving on http://{addr} (the dashboard at http://{addr}/ui/)");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -124,10 +124,10 @@ async fn start_demo<B: Backend>(
         .handle(DEMO_QUEUE, |job: JobContext| async move {
             let n: u64 = job.payload()?;
             tokio::time::sleep(Duration::from_millis(20 + n % 180)).await;
-            if n % 40 == 0 {
+            if n.is_multiple_of(40) {
                 return Err(JobError::retry("the demo's contact is unreachable"));
             }
-            if n % 7 == 0 && job.attempt() == 1 {
+            if n.is_multiple_of(7) && job.attempt() == 1 {
                 return Err(JobError::retry("the demo's bridge timed out"));
             }
             Ok(())
