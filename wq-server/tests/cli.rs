@@ -29,6 +29,7 @@ const WQ_ENV: &[&str] = &[
     "WQ_TOKEN",
     "WQ_TENANT_TOKENS",
     "WQ_LISTEN",
+    "WQ_CONFIG",
 ];
 
 /// The longest a command may take before the test gives up on it.
@@ -686,4 +687,54 @@ async fn serve_refuses_to_start_without_a_token_or_no_auth() {
     let run = finish(wq(), &[&args[..], &["--tenant-token", "acme"]].concat()).await;
     assert!(!run.success, "{}", run.shown());
     assert!(run.stderr.contains("tenant=token"), "{}", run.shown());
+}
+
+/// A configuration file names the backend and namespace; a flag wins over
+/// it; a file with an unknown name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_is_read_and_flags_win() {
+    let url = redis_url();
+    let namespace = fresh("wq-conf-");
+    let store = redis(&url, &namespace).await;
+    let dir = std::env::temp_dir().join(fresh("wq-conf-"));
+    cleaned_up(
+        async {
+            let client = Client::new(store.clone());
+            client
+                .declare_queue(QueueConfig::new("configured"))
+                .await
+                .expect("declare");
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            let file = dir.join("wq.toml");
+            std::fs::write(
+                &file,
+                format!("backend = \"redis\"\nurl = \"{url}\"\nnamespace = \"{namespace}\"\n"),
+            )
+            .expect("write the file");
+            let path = file.to_string_lossy().into_owned();
+            let run = finish(wq(), &["--config", &path, "stats"]).await;
+            assert!(run.success, "{}", run.shown());
+            assert!(run.stdout.contains("configured"), "{}", run.shown());
+            let other = fresh("wq-conf-");
+            let run = finish(wq(), &["--config", &path, "--namespace", &other, "stats"]).await;
+            assert!(run.success, "{}", run.shown());
+            assert!(
+                !run.stdout.contains("configured"),
+                "the flag's namespace: {}",
+                run.shown()
+            );
+            std::fs::write(&file, "colour = \"blue\"\n").expect("write the file");
+            let run = finish(wq(), &["--config", &path, "stats"]).await;
+            assert!(
+                !run.success && run.stderr.contains("colour"),
+                "{}",
+                run.shown()
+            );
+        },
+        async {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = store.clear().await;
+        },
+    )
+    .await;
 }

@@ -5,18 +5,23 @@
 //! option also reads an environment variable (`WQ_BACKEND`, `WQ_URL`,
 //! `WQ_NAMESPACE`, `WQ_TOKEN`, `WQ_LISTEN`, ...).
 
+mod config;
 mod ops;
 mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use wq::Backend;
 
 /// Durable WhatsApp message queues: the service and its operator's tools.
 #[derive(Parser, Debug)]
 #[command(name = "wq", version)]
 struct Cli {
+    /// A TOML file of options (see the docs); flags and environment
+    /// variables win over it.
+    #[arg(long, env = "WQ_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(subcommand)]
@@ -34,14 +39,14 @@ pub struct StoreArgs {
         default_value = "memory",
         global = true
     )]
-    backend: BackendKind,
+    pub(crate) backend: BackendKind,
     /// The server's URL (Postgres or Redis); defaults to WQ_POSTGRES_URL or
     /// WQ_REDIS_URL, then to the local server.
     #[arg(long, env = "WQ_URL", global = true, hide_env_values = true)]
-    url: Option<String>,
+    pub(crate) url: Option<String>,
     /// The Postgres schema or Redis key prefix.
     #[arg(long, env = "WQ_NAMESPACE", default_value = "wq", global = true)]
-    namespace: String,
+    pub(crate) namespace: String,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +92,29 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match open(cli).await {
+    match parse() {
+        Ok(cli) => finish(open(cli).await),
+        Err(e) => finish(Err(e)),
+    }
+}
+
+/// The arguments, completed from the configuration file if one is named.
+fn parse() -> Result<Cli, Failure> {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(path) = &cli.config {
+        let file = config::File::load(path)?;
+        file.apply_store(&mut cli.store, &matches)?;
+        if let (Command::Serve(args), Some(("serve", m))) = (&mut cli.command, matches.subcommand())
+        {
+            file.apply_serve(args, m);
+        }
+    }
+    Ok(cli)
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wq: {e}");

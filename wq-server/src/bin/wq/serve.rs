@@ -17,10 +17,10 @@ const DEMO_QUEUE: &str = "demo";
 pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "WQ_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The admin token: every call may use it.
     #[arg(long, env = "WQ_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// A token for one tenant's jobs, as `tenant=token` (repeat it, or
     /// separate them with commas).
     #[arg(
@@ -29,7 +29,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    tenant_tokens: Vec<String>,
+    pub(crate) tenant_tokens: Vec<String>,
     /// Serve without any token check: anyone who reaches the port is an
     /// admin. For a demo on a trusted machine only.
     #[arg(long)]
@@ -39,10 +39,10 @@ pub struct ServeArgs {
     demo: bool,
     /// `/health` says degraded above this many due jobs.
     #[arg(long, default_value_t = 10_000)]
-    degraded_backlog: u64,
+    pub(crate) degraded_backlog: u64,
     /// `/health` says unhealthy above this many due jobs.
     #[arg(long, default_value_t = 100_000)]
-    unhealthy_backlog: u64,
+    pub(crate) unhealthy_backlog: u64,
 }
 
 pub async fn serve<B: Backend>(
