@@ -652,6 +652,11 @@ async fn serve_answers_with_a_token_on_memory() {
     assert_eq!(health.status(), 200, "{}", log());
     let health: serde_json::Value = health.json().await.expect("JSON");
     assert_eq!(health["store"]["reachable"], true, "{health}");
+    assert_eq!(health["workers"]["alive"], 1, "the demo's worker: {health}");
+    assert_eq!(
+        health["workers"]["watched"], 1,
+        "the demo's worker: {health}"
+    );
 
     server.stop().await;
 }

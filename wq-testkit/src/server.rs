@@ -823,6 +823,16 @@ pub async fn health_metrics_and_openapi<T: TestBackend>(t: &T) -> TestResult {
             200,
             "ready"
         );
+
+        // A worker this process watches has stopped: unhealthy.
+        let stopped = HealthPolicy {
+            workers: vec![std::sync::Arc::new(|| true), std::sync::Arc::new(|| false)],
+            ..HealthPolicy::default()
+        };
+        let s2 = Served::start(client.clone(), stopped).await?;
+        let h = s2.call("GET", "/health", None, None).await?;
+        ensure_eq!(h.status, 503, "a stopped worker: {}", h.body);
+        ensure_eq!(h.body["workers"]["alive"], json!(1), "one of two alive");
         let metrics = s.call("GET", "/metrics", None, None).await?;
         let text = metrics.body.as_str().unwrap_or_default();
         ensure!(

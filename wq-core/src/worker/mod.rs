@@ -485,6 +485,17 @@ impl WorkerHandle {
         self.control.inflight.lock().len()
     }
 
+    /// A probe that tells whether the worker still runs: false once it
+    /// was shut down or one of its tasks ended (which only a bug in the
+    /// worker itself can cause). For a health check that outlives this
+    /// borrow, such as `/health` in `wq-server`.
+    pub fn liveness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let tasks: Vec<tokio::task::AbortHandle> =
+            self.background.iter().map(JoinHandle::abort_handle).collect();
+        let control = self.control.clone();
+        move || !control.done.is_cancelled() && tasks.iter().all(|t| !t.is_finished())
+    }
+
     /// Stops claiming, lets running handlers finish for up to `grace`, then
     /// stops the rest and gives their jobs back (available at once, no
     /// attempt spent), and stores every acknowledgement.

@@ -59,11 +59,15 @@ pub async fn serve<B: Backend>(
     } else {
         None
     };
+    let workers: Vec<wq_server::WorkerProbe> = demo
+        .iter()
+        .map(|w| std::sync::Arc::new(w.liveness()) as wq_server::WorkerProbe)
+        .collect();
     let app = Server::new(client, auth)
         .health(HealthPolicy {
             degraded_backlog: args.degraded_backlog,
             unhealthy_backlog: args.unhealthy_backlog,
-            ..HealthPolicy::default()
+            workers,
         })
         .router();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -108,8 +112,8 @@ fn auth(args: &ServeArgs) -> Result<Auth, Failure> {
     Ok(auth)
 }
 
-/// Declares the demo queue, starts its worker, and enqueues a minute of
-/// jobs over 20 contacts: most complete, one in seven fails its first
+/// Declares the demo queue, starts its worker, and enqueues three waves of
+/// jobs over 50 contacts: most complete, one in seven fails its first
 /// attempt, one in forty fails every attempt and ends dead.
 async fn start_demo<B: Backend>(
     store: B,
@@ -136,12 +140,14 @@ async fn start_demo<B: Backend>(
         .await?;
     let client = client.clone();
     tokio::spawn(async move {
-        for n in 0..1_800u64 {
-            let job = Enqueue::new(DEMO_QUEUE, &n).group(format!("contact-{}", n % 20));
-            if let Err(e) = client.enqueue(job).await {
+        // Three waves of 600 jobs, 20 s apart: the counts fill, then drain.
+        for wave in 0..3u64 {
+            let jobs = (wave * 600..(wave + 1) * 600)
+                .map(|n| Enqueue::new(DEMO_QUEUE, &n).group(format!("contact-{}", n % 50)));
+            if let Err(e) = client.enqueue_many(jobs).await {
                 tracing::warn!(error = %e, "demo: enqueue failed");
             }
-            tokio::time::sleep(Duration::from_millis(33)).await;
+            tokio::time::sleep(Duration::from_secs(20)).await;
         }
     });
     Ok(worker)
