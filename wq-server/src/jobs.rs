@@ -221,7 +221,7 @@ pub(crate) fn parse_id(field: &'static str, s: &str) -> Result<JobId, ApiError> 
 }
 
 /// The `Idempotency-Key` header, if sent.
-fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     headers
         .get("idempotency-key")
         .map(|v| {

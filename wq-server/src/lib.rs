@@ -12,6 +12,7 @@
 //! | path | what |
 //! |---|---|
 //! | `POST /api/jobs`, `POST /api/jobs/batch` | store a job (`Idempotency-Key` header) or a batch, all or none |
+//! | `POST /api/messages` | a WhatsApp message for the send pipeline (feature `whatsapp`) |
 //! | `GET /api/jobs?queue&state&group&tenant&idempotency_key&after&limit` | list, a page at a time |
 //! | `GET /api/jobs/{id}`, `.../position`, `POST .../cancel` | one job with its runs; where it stands; cancel |
 //! | `GET /api/queues`, `GET /api/queues/{queue}` | queues with counts by state |
@@ -53,6 +54,8 @@ mod dashboard;
 mod error;
 mod health;
 mod jobs;
+#[cfg(feature = "whatsapp")]
+mod messages;
 pub mod metrics;
 mod openapi;
 mod queues;
@@ -64,13 +67,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use utoipa::OpenApi;
 use wq::{Backend, Client};
 
 pub use auth::{Auth, Caller, Scope};
 pub use error::{ApiError, ErrorBody};
 pub use health::{Health, HealthPolicy, WorkerProbe};
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, document as openapi_document};
 pub use state::AppState;
 
 /// The largest request body: a batch of up to 10,000 jobs.
@@ -132,6 +134,8 @@ impl<B: Backend> Server<B> {
                 post(queues::skip::<B>),
             )
             .route("/openapi.json", get(openapi_json));
+        #[cfg(feature = "whatsapp")]
+        let api = api.route("/messages", post(messages::send::<B>));
         Router::new()
             .nest("/api", api)
             .route("/health", get(health::health::<B>))
@@ -146,7 +150,7 @@ impl<B: Backend> Server<B> {
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+    axum::Json(openapi::document())
 }
 
 async fn not_found() -> ApiError {

@@ -40,3 +40,24 @@ impl Modify for BearerToken {
         );
     }
 }
+
+/// The paths of the `whatsapp` feature.
+#[cfg(feature = "whatsapp")]
+#[derive(OpenApi)]
+#[openapi(
+    paths(crate::messages::send),
+    components(schemas(crate::messages::MessageBody))
+)]
+struct MessagesDoc;
+
+/// The whole document: [`ApiDoc`] and the paths of the enabled features.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let doc = ApiDoc::openapi();
+    #[cfg(feature = "whatsapp")]
+    let doc = {
+        let mut doc = doc;
+        doc.merge(MessagesDoc::openapi());
+        doc
+    };
+    doc
+}

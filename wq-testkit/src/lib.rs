@@ -191,6 +191,7 @@ macro_rules! server_tests {
             api_refuses_bad_input_whole,
             api_repairs_dead_jobs_and_blocked_groups,
             api_pauses_queues_and_sessions,
+            api_stores_whatsapp_messages,
             tokens_are_required_and_tenants_confined,
             health_metrics_and_openapi,
             malformed_requests_get_json_errors,

@@ -599,9 +599,100 @@ pub async fn api_pauses_queues_and_sessions<T: TestBackend>(t: &T) -> TestResult
     .await
 }
 
+/// WhatsApp messages go in through `/api/messages` as the send pipeline's
+/// jobs: grouped by contact, keyed by instance, stored once per key; a
+/// tenant's token sends from its own instance only.
+pub async fn api_stores_whatsapp_messages<T: TestBackend>(t: &T) -> TestResult {
+    with_backend(t, |b| async move {
+        let (s, client) = serve(&b).await?;
+        declare(&client, QueueConfig::new("wa")).await?;
+        let msg = |instance: &str, to: &str| {
+            json!({"queue": "wa", "message": {
+                "instance": instance, "to": to, "content": {"type": "text", "body": "oi"}
+            }})
+            .to_string()
+        };
+        let first = s
+            .raw(
+                "POST",
+                "/api/messages",
+                Some(ADMIN),
+                Some(msg("acme", "+55 11 99999-8888")),
+                &[("Idempotency-Key", "m1")],
+            )
+            .await?;
+        ensure_eq!(first.status, 201, "stored: {}", first.body);
+        ensure_eq!(
+            first.body["job"]["group"],
+            json!("acme:5511999998888"),
+            "by contact"
+        );
+        ensure_eq!(first.body["job"]["session"], json!("acme"), "by instance");
+        let again = s
+            .raw(
+                "POST",
+                "/api/messages",
+                Some(ADMIN),
+                Some(msg("acme", "+55 11 99999-8888")),
+                &[("Idempotency-Key", "m1")],
+            )
+            .await?;
+        ensure_eq!(again.status, 200, "stored once: {}", again.body);
+        ensure_eq!(id_of(&again.body)?, id_of(&first.body)?, "the same job");
+        let bad = s
+            .raw(
+                "POST",
+                "/api/messages",
+                Some(ADMIN),
+                Some(msg("acme", "not a number")),
+                &[],
+            )
+            .await?;
+        ensure_eq!(bad.status, 422, "a bad recipient: {}", bad.body);
+        ensure_eq!(
+            bad.body["error"]["field"],
+            json!("message"),
+            "names the message"
+        );
+        let theirs = s
+            .raw(
+                "POST",
+                "/api/messages",
+                Some(ACME),
+                Some(msg("other", "+5511999998888")),
+                &[],
+            )
+            .await?;
+        ensure_eq!(
+            theirs.status,
+            403,
+            "another tenant's instance: {}",
+            theirs.body
+        );
+        let own = s
+            .raw(
+                "POST",
+                "/api/messages",
+                Some(ACME),
+                Some(msg("acme", "+5511999997777")),
+                &[],
+            )
+            .await?;
+        ensure_eq!(own.status, 201, "its own instance: {}", own.body);
+        ensure_eq!(
+            client.counts("wa").await?.available,
+            2,
+            "two messages stored"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// Every endpoint, and what each token gets from it.
 const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("POST", "/api/jobs", false),
+    ("POST", "/api/messages", false),
     ("POST", "/api/jobs/batch", false),
     ("GET", "/api/jobs", false),
     ("GET", "/api/jobs/{id}", false),
@@ -625,6 +716,9 @@ const ENDPOINTS: &[(&str, &str, bool)] = &[
 fn body_for(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("POST", "/api/jobs") => Some(json!({"queue": "t", "payload": 1})),
+        ("POST", "/api/messages") => Some(json!({"queue": "t", "message": {
+            "instance": "acme", "to": "+5511999998888", "content": {"type": "text", "body": "oi"}
+        }})),
         ("POST", "/api/jobs/batch") => Some(json!({"jobs": [{"queue": "t", "payload": 1}]})),
         (_, p) if p.contains("/dead/") => Some(json!({})),
         _ => None,
@@ -729,7 +823,7 @@ pub async fn tokens_are_required_and_tenants_confined<T: TestBackend>(t: &T) -> 
             .iter()
             .filter(|j| !before.iter().any(|b| b.id == j.id))
             .collect();
-        ensure_eq!(stored.len(), 2, "the tenant's enqueue and batch");
+        ensure_eq!(stored.len(), 3, "the tenant's enqueue, batch and message");
         ensure!(
             stored.iter().all(|j| j.tenant.as_deref() == Some("acme")),
             "stored under the tenant's own name"
