@@ -94,6 +94,10 @@ pub struct Counts {
     pub dead: u64,
     /// Cancelled (and still retained).
     pub cancelled: u64,
+    /// Jobs that reached a final state (completed, dead or cancelled) since
+    /// the queue was declared, retained or not: it only grows, so its rate
+    /// is the queue's throughput.
+    pub finished: u64,
 }
 
 impl Counts {
@@ -121,7 +125,7 @@ impl Counts {
         }
     }
 
-    /// All jobs counted.
+    /// All jobs counted by state (not [`finished`](Self::finished)).
     pub fn total(&self) -> u64 {
         JobState::ALL.into_iter().map(|s| self.get(s)).sum()
     }

@@ -105,6 +105,9 @@ impl QueueState {
     fn set_state(&mut self, job: &mut Job, state: JobState, now: Timestamp) {
         *self.counts.get_mut(job.state) -= 1;
         *self.counts.get_mut(state) += 1;
+        if state.is_terminal() {
+            self.counts.finished += 1;
+        }
         if let Some(key) = &job.session {
             let s = self.session_mut(key);
             s.count(job.state, -1);

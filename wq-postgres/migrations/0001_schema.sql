@@ -197,7 +197,7 @@ CREATE INDEX admitted_by_time ON admitted (queue, session, admitted_at);
 -- changed, and `prune` folds a queue's rows into one per state. Inserts
 -- take no lock a worker waits on (a counter row per queue would serialize
 -- every acknowledgement), and a count reads a few rows, not the retained
--- jobs.
+-- jobs. State 9 counts every job that ever finished (`Counts::finished`).
 CREATE TABLE finished_counts (
     queue text NOT NULL,
     state smallint NOT NULL,

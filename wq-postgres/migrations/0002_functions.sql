@@ -34,6 +34,7 @@ $$;
 
 -- Counts jobs that finished (p_sign 1) or left a finished state (-1):
 -- one row per (queue, state) of the given ones (see `finished_counts`).
+-- State 9 counts every job that ever finished, kept or not: it only grows.
 CREATE FUNCTION wq_count_finished(p_queues text[], p_states smallint[], p_sign integer)
 RETURNS void
 LANGUAGE sql AS $$
@@ -333,8 +334,9 @@ BEGIN
     END IF;
     IF p_state <> 4 AND (q.config->'retention'->>'completed')::bigint = 0 THEN
         DELETE FROM jobs WHERE id = p_id;
+        PERFORM wq_count_finished(ARRAY[j.queue], ARRAY[9::smallint], 1);
     ELSE
-        PERFORM wq_count_finished(ARRAY[j.queue], ARRAY[p_state], 1);
+        PERFORM wq_count_finished(ARRAY[j.queue, j.queue], ARRAY[p_state, 9::smallint], 1);
     END IF;
 END $$;
 
@@ -842,9 +844,10 @@ DECLARE
     v_grouped boolean;
     v_drop boolean;
     v_gapped boolean;
-    -- Finished jobs kept, by queue and state.
+    -- Finished jobs kept, by queue and state; the queues of all finished.
     v_cq text[];
     v_cs smallint[];
+    v_fq text[];
     -- Sessions of the jobs that left running, and of the next heads.
     v_sq text[];
     v_ss text[];
@@ -880,9 +883,11 @@ BEGIN
            -- Finished and kept (a queue that keeps no completed job drops
            -- its completed and cancelled ones below): counted.
            array_agg(j.queue) FILTER (WHERE f.fate = 4 OR (f.fate IN (3, 5) AND j.cfg[1] <> 0)),
-           array_agg(f.fate) FILTER (WHERE f.fate = 4 OR (f.fate IN (3, 5) AND j.cfg[1] <> 0))
+           array_agg(f.fate) FILTER (WHERE f.fate = 4 OR (f.fate IN (3, 5) AND j.cfg[1] <> 0)),
+           -- Every job finished, kept or not: what only grows (state 9).
+           array_agg(j.queue) FILTER (WHERE f.fate IN (3, 4, 5))
     INTO v_ord, v_outcome, v_fate, v_finished, v_requeued, v_grouped, v_drop, v_gapped,
-         v_sq, v_ss, v_cq, v_cs
+         v_sq, v_ss, v_cq, v_cs, v_fq
     FROM unnest(p_ids, p_tokens, p_actions) WITH ORDINALITY AS inp(id, token, action, ord)
     -- Only running jobs are locked: a stale worker's acknowledgement of a
     -- job that waits again must not hold its row, which a claim may be
@@ -946,8 +951,10 @@ BEGIN
                                   THEN p_messages[array_position(p_ids, j.id)] END)
     WHERE j.id = ANY(v_finished);
 
-    IF v_cq IS NOT NULL THEN
-        PERFORM wq_count_finished(v_cq, v_cs, 1);
+    IF v_fq IS NOT NULL THEN
+        PERFORM wq_count_finished(coalesce(v_cq, '{}') || v_fq,
+                                  coalesce(v_cs, '{}')
+                                  || array_fill(9::smallint, ARRAY[cardinality(v_fq)]), 1);
     END IF;
 
     -- Back in line: the attempt is spent (retry) or given back (defer, release,

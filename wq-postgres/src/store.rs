@@ -18,6 +18,9 @@ use crate::error::{self, DEADLOCK_DETECTED, UNIQUE_VIOLATION};
 use crate::error::{first, only};
 use crate::list::Listing;
 
+/// The `finished_counts` state that counts every job ever finished.
+const FINISHED_EVER: i16 = 9;
+
 /// How often an enqueue is tried again after a concurrent enqueue stored
 /// the same id or key first (the next try returns that job), or after the
 /// server rolled it back to break a lock cycle with one (batches that name
@@ -555,8 +558,12 @@ impl Admin for PgStore {
                 .try_get::<Option<i16>, _>("state")
                 .map_err(error::store)?
             {
-                let state = codec::state_from(code).map_err(error::store)?;
-                *counts.get_mut(state) = count(row.try_get("n").map_err(error::store)?);
+                let n = count(row.try_get("n").map_err(error::store)?);
+                if code == FINISHED_EVER {
+                    counts.finished = n;
+                } else {
+                    *counts.get_mut(codec::state_from(code).map_err(error::store)?) = n;
+                }
             }
         }
         Ok(counts)

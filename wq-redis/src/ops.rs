@@ -224,8 +224,11 @@ impl RedisStore {
         }
         let mut counts = Counts::default();
         for (name, n) in by_state {
+            let n = u64::try_from(n).unwrap_or(0);
             if let Ok(s) = name.parse::<JobState>() {
-                *counts.get_mut(s) = u64::try_from(n).unwrap_or(0);
+                *counts.get_mut(s) = n;
+            } else if name == "finished" {
+                counts.finished = n;
             }
         }
         Ok(counts)

@@ -11,8 +11,6 @@
   /** Where the token is kept: this tab only, gone when it closes. */
   const TOKEN_KEY = 'wq.token';
   const STATES = ['scheduled', 'available', 'running', 'completed', 'dead', 'cancelled'];
-  /** The states a job ends in: their counts rise as jobs finish. */
-  const FINISHED = ['completed', 'dead', 'cancelled'];
   const POLL_MS = 1000;
   /** The chart's span. */
   const WINDOW_MS = 5 * 60 * 1000;
@@ -313,16 +311,16 @@
   function record(qs) {
     const t = Date.now();
     const finished = new Map();
-    for (const q of qs) finished.set(q.name, FINISHED.reduce((n, s) => n + q.counts[s], 0));
+    // `finished` counts every job that ever finished, pruned or not.
+    for (const q of qs) finished.set(q.name, q.counts.finished);
     samples.push({ t, finished });
     // One sample older than the window stays: the first rate starts there.
     while (samples.length > 2 && samples[1].t < t - WINDOW_MS) samples.shift();
   }
 
   /**
-   * Jobs finished between two polls, of `name` or of every queue. A count
-   * that falls (a purge, retention pruning, a dead job retried) counts as
-   * none finished, never as a negative rate.
+   * Jobs finished between two polls, of `name` or of every queue. The
+   * count only grows; a fall (a store emptied) counts as none finished.
    */
   function finishedBetween(a, b, name) {
     let n = 0;

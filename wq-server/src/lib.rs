@@ -91,6 +91,7 @@ impl<B: Backend> Server<B> {
                 client,
                 auth,
                 health: Arc::new(HealthPolicy::default()),
+                throughput: Arc::default(),
             },
         }
     }

@@ -15,6 +15,7 @@
 //! | `wq_attempt_duration_seconds` | histogram | queue, outcome |
 //! | `wq_queue_jobs` | gauge | queue, state |
 //! | `wq_queue_paused` | gauge | queue |
+//! | `wq_queue_finished` (jobs ever finished, from the store: `rate()` of it is the queue's throughput over every process) | gauge | queue |
 //! | `wq_queue_oldest_wait_seconds` (how long the job next in line has been due; 0 when none is) | gauge | queue |
 
 use std::collections::HashMap;
@@ -165,6 +166,8 @@ pub async fn scrape<B: Backend>(State(st): State<AppState<B>>) -> impl IntoRespo
                         .set(wait.map_or(0.0, |d| d.as_secs_f64()));
                 }
                 if let Ok(counts) = st.client().counts(&name).await {
+                    metrics::gauge!("wq_queue_finished", "queue" => name.clone())
+                        .set(counts.finished as f64);
                     for state in JobState::ALL {
                         metrics::gauge!("wq_queue_jobs", "queue" => name.clone(), "state" => state.as_str())
                             .set(counts.get(state) as f64);

@@ -30,7 +30,8 @@ pub async fn list<B: Backend>(
         let name = info.config.name.as_str();
         let counts = st.client().counts(name).await?;
         let wait = st.client().oldest_wait(name).await?;
-        out.push(QueueView::new(&info, counts, wait));
+        let rate = st.throughput.rate(name, counts.finished);
+        out.push(QueueView::new(&info, counts, wait, rate));
     }
     Ok(axum::Json(out))
 }
@@ -52,7 +53,8 @@ pub async fn get<B: Backend>(
         .ok_or_else(|| wq::ValidationError::unknown_queue(&queue))?;
     let counts = st.client().counts(&queue).await?;
     let wait = st.client().oldest_wait(&queue).await?;
-    Ok(axum::Json(QueueView::new(&info, counts, wait)))
+    let rate = st.throughput.rate(&queue, counts.finished);
+    Ok(axum::Json(QueueView::new(&info, counts, wait, rate)))
 }
 
 /// Stops workers from claiming from the queue; enqueueing goes on.

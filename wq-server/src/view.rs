@@ -162,6 +162,9 @@ pub struct CountsView {
     pub dead: u64,
     /// Cancelled and still retained.
     pub cancelled: u64,
+    /// Jobs ever finished (completed, dead or cancelled), retained or not:
+    /// it only grows.
+    pub finished: u64,
 }
 
 impl From<Counts> for CountsView {
@@ -173,6 +176,7 @@ impl From<Counts> for CountsView {
             completed: c.completed,
             dead: c.dead,
             cancelled: c.cancelled,
+            finished: c.finished,
         }
     }
 }
@@ -191,17 +195,27 @@ pub struct QueueView {
     /// How long the job next in line has been due, in milliseconds; absent
     /// when nothing is due.
     pub oldest_wait_ms: Option<u64>,
+    /// Jobs finished per second since the previous reading (at least a
+    /// second before, by this server); absent on the first.
+    pub throughput_per_sec: Option<f64>,
 }
 
 impl QueueView {
-    /// A queue with its counts and the wait of the front of its line.
-    pub fn new(info: &QueueInfo, counts: Counts, oldest_wait: Option<Duration>) -> Self {
+    /// A queue with its counts, the wait of the front of its line and its
+    /// throughput.
+    pub fn new(
+        info: &QueueInfo,
+        counts: Counts,
+        oldest_wait: Option<Duration>,
+        throughput: Option<f64>,
+    ) -> Self {
         Self {
             name: info.config.name.to_string(),
             paused: info.paused,
             concurrency: info.config.concurrency,
             counts: counts.into(),
             oldest_wait_ms: oldest_wait.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            throughput_per_sec: throughput,
         }
     }
 }

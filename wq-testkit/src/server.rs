@@ -927,10 +927,39 @@ pub async fn health_metrics_and_openapi<T: TestBackend>(t: &T) -> TestResult {
         let h = s2.call("GET", "/health", None, None).await?;
         ensure_eq!(h.status, 503, "a stopped worker: {}", h.body);
         ensure_eq!(h.body["workers"]["alive"], json!(1), "one of two alive");
+        // Throughput: finished jobs per second between two readings.
+        let first = s.call("GET", "/api/queues/h", Some(ADMIN), None).await?;
+        ensure_eq!(
+            first.body["throughput_per_sec"],
+            Value::Null,
+            "one reading: {}",
+            first.body
+        );
+        let now = wq_core::Clock::now(client.clock().as_ref());
+        let two = claim(&b, "h", 2, now, secs(30)).await?;
+        for j in &two {
+            ack(&b, j, AckAction::complete(), now).await?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let second = s.call("GET", "/api/queues/h", Some(ADMIN), None).await?;
+        ensure_eq!(
+            second.body["counts"]["finished"],
+            json!(2),
+            "finished: {}",
+            second.body
+        );
+        ensure!(
+            second.body["throughput_per_sec"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0 && r <= 2.0),
+            "two jobs in about a second: {}",
+            second.body
+        );
         let metrics = s.call("GET", "/metrics", None, None).await?;
         let text = metrics.body.as_str().unwrap_or_default();
         ensure!(
-            text.contains("wq_queue_jobs{queue=\"h\",state=\"available\"} 6"),
+            text.contains("wq_queue_jobs{queue=\"h\",state=\"available\"} 4")
+                && text.contains("wq_queue_finished{queue=\"h\"} 2"),
             "the depth gauge: {text}"
         );
         let doc = s.call("GET", "/api/openapi.json", None, None).await?;

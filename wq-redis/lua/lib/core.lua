@@ -8,7 +8,7 @@
 local B = KEYS[1]
 -- K.name is B .. ':name', built on first use (most scripts need a few):
 --   cfg     hash: name, json, paused, hold, kd, kx
---   counts  hash: state -> jobs
+--   counts  hash: state -> jobs, and 'finished': jobs ever finished
 --   ready   zset, score 0: due heads by member()
 --   wait    zset, score 0: every waiting job by member(), for positions
 --   sched   zset: scheduled heads by run_at
@@ -72,7 +72,12 @@ local woke = false
 -- Sessions read by this script, by name (see session()).
 local sessions = {}
 
-local function count(state, n) delta[state] = (delta[state] or 0) + n end
+-- Every job counted into a final state finished: 'finished' only grows.
+local FINAL = { completed = true, dead = true, cancelled = true }
+local function count(state, n)
+  delta[state] = (delta[state] or 0) + n
+  if n > 0 and FINAL[state] then delta.finished = (delta.finished or 0) + n end
+end
 
 -- Index writes no later step of the same script reads, gathered into one
 -- command each at the end: leases dropped (ZREM) before leases taken

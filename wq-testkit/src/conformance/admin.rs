@@ -363,9 +363,39 @@ pub async fn counts_by_state<T: TestBackend>(t: &T) -> TestResult {
             completed: 1,
             dead: 1,
             cancelled: 1,
+            finished: 3,
         };
         ensure_eq!(c, expected, "counts");
         ensure_eq!(c.total(), 8, "total");
+        // Finished only grows: a revived dead job and a pruned one leave
+        // it as it was, and a queue that keeps nothing counts its own.
+        client
+            .retry_dead(wq_core::DeadJobs::All("counted".into()))
+            .await?;
+        ensure_eq!(
+            client.counts("counted").await?.finished,
+            3,
+            "after a revival"
+        );
+        let drop_at_once = Retention {
+            completed: Duration::ZERO,
+            dead: secs(60),
+        };
+        declare(
+            &client,
+            QueueConfig::new("kept-none").retention(drop_at_once),
+        )
+        .await?;
+        client.enqueue(Enqueue::new("kept-none", &1)).await?;
+        let one = claim(&b, "kept-none", 1, t0, secs(30)).await?;
+        complete_all(&b, &one, t0).await?;
+        let c = client.counts("kept-none").await?;
+        ensure!(
+            c.completed == 0 && c.finished == 1,
+            "dropped but counted: {c:?}"
+        );
+        b.prune(t0 + secs(3600), 100).await?;
+        ensure_eq!(client.counts("counted").await?.finished, 3, "after a prune");
         Ok(())
     })
     .await
