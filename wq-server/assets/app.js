@@ -303,6 +303,15 @@
     refresh();
   }
 
+  /** A wait in milliseconds, as a person reads it; a dash when none. */
+  function fmtWait(ms) {
+    if (ms === null || ms === undefined) return '—';
+    if (ms < 1000) return `${ms} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+    if (ms < 3600000) return `${Math.floor(ms / 60000)} min`;
+    return `${(ms / 3600000).toFixed(1)} h`;
+  }
+
   const jobsWord = (n) => (n === 1 ? '1 job' : `${fmtCount(n)} jobs`);
 
   // ---------------------------------------------------------------- throughput
@@ -451,6 +460,7 @@
     const parts = {
       status: el('span', { class: 'badge' }),
       counts: STATES.map((s) => el('button', { type: 'button', class: 'count', 'data-count': s, 'data-state': s, title: `List the ${s} jobs` })),
+      wait: el('td', { class: 'num muted', 'data-wait': '' }),
       rate: el('td', { class: 'num muted' }),
       toggle: el('button', { type: 'button', class: 'small' }),
     };
@@ -460,6 +470,7 @@
       el('td', {}, el('button', { type: 'button', class: 'link mono', 'data-open': '' }, q.name)),
       el('td', {}, parts.status),
       parts.counts.map((b) => el('td', { class: 'num' }, b)),
+      parts.wait,
       parts.rate,
       el('td', { class: 'actions' }, parts.toggle),
     );
@@ -468,13 +479,14 @@
   }
 
   function updateQueueRow(row, q) {
-    const { status, counts, rate, toggle } = row.parts;
+    const { status, counts, wait, rate, toggle } = row.parts;
     setText(status, q.paused ? 'paused' : 'active');
     status.dataset.state = q.paused ? 'paused' : 'active';
     STATES.forEach((s, i) => {
       setText(counts[i], fmtCount(q.counts[s]));
       counts[i].classList.toggle('zero', q.counts[s] === 0);
     });
+    setText(wait, fmtWait(q.oldest_wait_ms));
     setText(rate, fmtRate(recentRate(q.name)));
     setText(toggle, q.paused ? 'Resume' : 'Pause');
     toggle.dataset.action = q.paused ? 'resume' : 'pause';
