@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use wq::validate::MAX_LIST;
-use wq::{Backend, Enqueue, Job, JobId, ListQuery, Payload};
+use wq::{Backend, Enqueue, Enqueued, Job, JobId, ListQuery, Payload};
 
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, Json, Path, Query};
@@ -35,19 +35,24 @@ pub async fn enqueue<B: Backend>(
 ) -> Result<(StatusCode, axum::Json<EnqueuedView>), ApiError> {
     let header_key = idempotency_header(&headers)?;
     let job = build(body, &scope, header_key)?;
-    let stored = st.client().enqueue(job).await?;
+    Ok(answer(&st.client().enqueue(job).await?))
+}
+
+/// A stored job as answered: 201 when this call stored it, 200 when its
+/// idempotency key named a job stored before.
+pub(crate) fn answer(stored: &Enqueued) -> (StatusCode, axum::Json<EnqueuedView>) {
     let status = if stored.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((
+    (
         status,
         axum::Json(EnqueuedView {
             created: stored.created,
             job: JobView::from(&stored.job),
         }),
-    ))
+    )
 }
 
 /// Stores jobs, all or none: one refused job refuses the batch, naming its

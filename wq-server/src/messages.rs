@@ -15,9 +15,9 @@ use wq::{Backend, Enqueue, EnqueueMessage as _, OutboundMessage};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Json};
-use crate::jobs::idempotency_header;
+use crate::jobs::{answer, idempotency_header};
 use crate::state::AppState;
-use crate::view::{EnqueuedView, JobView};
+use crate::view::EnqueuedView;
 
 /// A message to send.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,17 +66,5 @@ pub async fn send<B: Backend>(
     if let Some(key) = idempotency_header(&headers)? {
         job = job.idempotency_key(key);
     }
-    let stored = st.client().enqueue(job).await?;
-    let status = if stored.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        axum::Json(EnqueuedView {
-            created: stored.created,
-            job: JobView::from(&stored.job),
-        }),
-    ))
+    Ok(answer(&st.client().enqueue(job).await?))
 }

@@ -138,6 +138,23 @@ async fn serve<B: Backend>(b: &B) -> Result<(Served, Client<B>), Failure> {
     Ok((served, client))
 }
 
+/// Claims the due heads of `queue` and kills them: dead, each holding its
+/// group where the queue holds groups on a dead head.
+async fn kill_heads<B: Backend>(
+    b: &B,
+    queue: &str,
+    now: wq_core::Timestamp,
+) -> Result<Vec<wq_core::Job>, Failure> {
+    let heads = claim(b, queue, 10, now, secs(30)).await?;
+    for h in &heads {
+        let kill = AckAction::Kill {
+            error: "bounced".into(),
+        };
+        ack(b, h, kill, now).await?;
+    }
+    Ok(heads)
+}
+
 fn id_of(v: &Value) -> Result<String, Failure> {
     v.pointer("/job/id")
         .or_else(|| v.get("id"))
@@ -415,20 +432,8 @@ pub async fn api_repairs_dead_jobs_and_blocked_groups<T: TestBackend>(t: &T) -> 
                     .await?;
             }
         }
-        let now = clock.now();
-        let heads = claim(&b, "hold", 10, now, secs(30)).await?;
+        let heads = kill_heads(&b, "hold", clock.now()).await?;
         ensure_eq!(heads.len(), 3, "one head per group");
-        for h in &heads {
-            ack(
-                &b,
-                h,
-                AckAction::Kill {
-                    error: "bounced".into(),
-                },
-                now,
-            )
-            .await?;
-        }
         let blocked = s
             .call("GET", "/api/queues/hold/groups/blocked", Some(ADMIN), None)
             .await?;
@@ -498,19 +503,7 @@ pub async fn api_repairs_dead_jobs_and_blocked_groups<T: TestBackend>(t: &T) -> 
             retry.body
         );
         // Kill g3's head again, then purge every dead job of the queue.
-        let now = clock.now();
-        let again = claim(&b, "hold", 10, now, secs(30)).await?;
-        for h in &again {
-            ack(
-                &b,
-                h,
-                AckAction::Kill {
-                    error: "bounced".into(),
-                },
-                now,
-            )
-            .await?;
-        }
+        kill_heads(&b, "hold", clock.now()).await?;
         let dead = client.counts("hold").await?.dead;
         // No body at all is every dead job of the queue.
         let purge = s
@@ -744,18 +737,7 @@ pub async fn tokens_are_required_and_tenants_confined<T: TestBackend>(t: &T) -> 
                     .await?;
             }
         }
-        let now = clock.now();
-        for h in claim(&b, "t", 10, now, secs(30)).await? {
-            ack(
-                &b,
-                &h,
-                AckAction::Kill {
-                    error: "bounced".into(),
-                },
-                now,
-            )
-            .await?;
-        }
+        kill_heads(&b, "t", clock.now()).await?;
         let jobs = client.list(ListQuery::new().queue("t")).await?;
         let other = jobs
             .iter()
