@@ -13,7 +13,7 @@ use wq::{Backend, DeadJobs, Job, JobId, JobState, ListQuery, OnDead};
 
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, Path, Query};
-use crate::jobs::{may_see, parse_id};
+use crate::jobs::{may_see, own_tenant, parse_id};
 use crate::state::AppState;
 use crate::view::{Affected, BlockedGroup, DeadSelection, JobView, QueueView, SessionView};
 
@@ -85,8 +85,9 @@ pub async fn resume<B: Backend>(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// Runs dead jobs again with fresh attempts: the ids given, or every dead
-/// job of the queue (a tenant's: every one of its own). An empty body is
+/// Runs dead jobs again with fresh attempts: the ids given, those of a
+/// group or tenant, or every dead job of the queue (a tenant's: every one
+/// of its own). An empty body is
 /// `{}`.
 #[utoipa::path(post, path = "/api/queues/{queue}/dead/retry", tag = "dead letters",
     params(("queue" = String, Path, description = "The queue")), request_body = DeadSelection,
@@ -100,8 +101,9 @@ pub async fn retry_dead<B: Backend>(
     dead_action(&st, &scope, &queue, selection(&body)?, Action::Retry).await
 }
 
-/// Deletes dead jobs: the ids given, or every dead job of the queue (a
-/// tenant's: every one of its own). A group its dead head held moves on.
+/// Deletes dead jobs: the ids given, those of a group or tenant, or every
+/// dead job of the queue (a tenant's: every one of its own). A group its
+/// dead head held moves on.
 #[utoipa::path(post, path = "/api/queues/{queue}/dead/purge", tag = "dead letters",
     params(("queue" = String, Path, description = "The queue")), request_body = DeadSelection,
     responses((status = 200, body = Affected), (status = 404, body = crate::error::ErrorBody)))]
@@ -156,8 +158,9 @@ async fn dead_action<B: Backend>(
         .queue(queue)
         .await?
         .ok_or_else(|| wq::ValidationError::unknown_queue(queue))?;
-    let affected = match (sel.ids, scope.tenant()) {
-        (Some(ids), _) => {
+    let tenant = own_tenant(scope, sel.tenant.as_deref())?;
+    let affected = match (sel.ids, tenant, sel.group) {
+        (Some(ids), _, _) => {
             if ids.len() > MAX_BATCH {
                 return Err(ApiError::invalid("ids", format!("at most {MAX_BATCH}")));
             }
@@ -176,37 +179,53 @@ async fn dead_action<B: Backend>(
             }
             apply(st, action, DeadJobs::Ids(mine)).await?
         }
-        (None, None) => apply(st, action, DeadJobs::All(queue.into())).await?,
-        (None, Some(tenant)) => {
-            // A page of the tenant's dead jobs at a time; each page is one
-            // call, applied whole or not at all.
-            let mut total = 0;
-            loop {
-                let page: Vec<JobId> = st
-                    .client()
-                    .list(
-                        ListQuery::new()
-                            .queue(queue)
-                            .state(JobState::Dead)
-                            .tenant(tenant)
-                            .limit(MAX_BATCH),
-                    )
-                    .await?
-                    .iter()
-                    .map(|j| j.id)
-                    .collect();
-                let n = page.len();
-                if n == 0 {
-                    break total;
-                }
-                total += apply(st, action, DeadJobs::Ids(page)).await?;
-                if n < MAX_BATCH {
-                    break total;
-                }
+        (None, None, None) => apply(st, action, DeadJobs::All(queue.into())).await?,
+        (None, tenant, group) => {
+            let mut filter = ListQuery::new()
+                .queue(queue)
+                .state(JobState::Dead)
+                .limit(MAX_BATCH);
+            if let Some(t) = tenant {
+                filter = filter.tenant(t);
             }
+            if let Some(g) = group {
+                filter = filter.group(g.as_str());
+            }
+            matching(st, action, filter).await?
         }
     };
     Ok(axum::Json(Affected { affected }))
+}
+
+/// Applies `action` to the dead jobs `filter` lists, a page at a time;
+/// each page is one call, applied whole or not at all. Applied jobs leave
+/// the dead state (or the store), so each page lists the next ones.
+async fn matching<B: Backend>(
+    st: &AppState<B>,
+    action: Action,
+    filter: ListQuery,
+) -> Result<u64, ApiError> {
+    let mut total = 0;
+    loop {
+        let page: Vec<JobId> = st
+            .client()
+            .list(filter.clone())
+            .await?
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        let n = page.len();
+        if n == 0 {
+            return Ok(total);
+        }
+        let applied = apply(st, action, DeadJobs::Ids(page)).await?;
+        total += applied;
+        // A short page was the last; a page nothing applied to (another
+        // operator got there first) would come back the same.
+        if n < MAX_BATCH || applied == 0 {
+            return Ok(total);
+        }
+    }
 }
 
 /// A page of a queue's sessions, by key.

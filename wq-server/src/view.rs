@@ -325,13 +325,18 @@ pub struct ListParams {
     pub limit: Option<usize>,
 }
 
-/// Which dead jobs: those ids, or with none given, every dead job of the
-/// queue (a tenant's token: every one of its own).
+/// Which dead jobs: those ids; or those of a group, of a tenant, or both;
+/// or with nothing given, every dead job of the queue (a tenant's token:
+/// every one of its own).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadSelection {
     /// These ids only.
     pub ids: Option<Vec<String>>,
+    /// Only this group's (in WhatsApp: this contact's).
+    pub group: Option<String>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
 }
 
 /// How many jobs an action changed.

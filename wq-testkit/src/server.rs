@@ -502,7 +502,25 @@ pub async fn api_repairs_dead_jobs_and_blocked_groups<T: TestBackend>(t: &T) -> 
             "retried by id: {}",
             retry.body
         );
-        // Kill g3's head again, then purge every dead job of the queue.
+        // Kill the heads again; retry one group's by filter, then purge
+        // every dead job of the queue.
+        kill_heads(&b, "hold", clock.now()).await?;
+        let before = client.counts("hold").await?.dead;
+        let by_group = s
+            .call(
+                "POST",
+                "/api/queues/hold/dead/retry",
+                Some(ADMIN),
+                Some(json!({"group": "g3"})),
+            )
+            .await?;
+        ensure_eq!(
+            by_group.body["affected"],
+            json!(1),
+            "g3's dead head: {}",
+            by_group.body
+        );
+        ensure_eq!(client.counts("hold").await?.dead, before - 1, "only g3's");
         kill_heads(&b, "hold", clock.now()).await?;
         let dead = client.counts("hold").await?.dead;
         // No body at all is every dead job of the queue.
