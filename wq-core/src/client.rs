@@ -316,9 +316,12 @@ impl<S: Store> Client<S> {
             return Ok(c.clone());
         }
         validate::queue_name(name.as_str())?;
-        let info = self.inner.store.queue_info(name).await?.ok_or_else(|| {
-            ValidationError::unknown_queue(name.as_str())
-        })?;
+        let info = self
+            .inner
+            .store
+            .queue_info(name)
+            .await?
+            .ok_or_else(|| ValidationError::unknown_queue(name.as_str()))?;
         let config = Arc::new(info.config);
         self.inner
             .configs

@@ -35,7 +35,10 @@ impl ValidationError {
 
     /// The refusal of a queue nobody declared.
     pub fn unknown_queue(queue: &str) -> Self {
-        Self::new("queue", format!("{UNKNOWN_QUEUE} `{queue}` (declare it first)"))
+        Self::new(
+            "queue",
+            format!("{UNKNOWN_QUEUE} `{queue}` (declare it first)"),
+        )
     }
 
     /// Whether this refuses an undeclared queue (an HTTP API answers 404).
@@ -126,7 +129,9 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::UnknownQueue(q) => Error::Invalid(ValidationError::unknown_queue(q.as_str())),
+            StoreError::UnknownQueue(q) => {
+                Error::Invalid(ValidationError::unknown_queue(q.as_str()))
+            }
             StoreError::Invalid(v) => Error::Invalid(v),
             other => Error::Store(other),
         }

@@ -490,8 +490,11 @@ impl WorkerHandle {
     /// worker itself can cause). For a health check that outlives this
     /// borrow, such as `/health` in `wq-server`.
     pub fn liveness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let tasks: Vec<tokio::task::AbortHandle> =
-            self.background.iter().map(JoinHandle::abort_handle).collect();
+        let tasks: Vec<tokio::task::AbortHandle> = self
+            .background
+            .iter()
+            .map(JoinHandle::abort_handle)
+            .collect();
         let control = self.control.clone();
         move || !control.done.is_cancelled() && tasks.iter().all(|t| !t.is_finished())
     }
