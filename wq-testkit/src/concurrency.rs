@@ -1274,6 +1274,15 @@ impl<B: Backend> Race<B> {
         // Jobs stored beyond those created (a duplicate behind a reused
         // idempotency key, say) show here.
         let counts = bounded("counts", self.b.counts(&self.queue)).await??;
+        // Jobs ever finished: at least those finished and kept.
+        let kept = tally.completed + tally.dead + tally.cancelled;
+        if counts.finished < kept {
+            problems.push(format!("{} finished but {kept} jobs are", counts.finished));
+        }
+        let tally = Counts {
+            finished: counts.finished,
+            ..tally
+        };
         if problems.is_empty() && counts != tally {
             problems.push(format!(
                 "counts {counts:?} disagree with the jobs, {tally:?}"
