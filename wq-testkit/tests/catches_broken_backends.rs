@@ -302,10 +302,17 @@ impl Admin for Sabotaged {
         Ok(self.disguise(self.inner.cancel(id, now).await?))
     }
     async fn list(&self, q: &ListQuery) -> Result<Vec<Job>, StoreError> {
+        // The inner store may not know the groups: filter them here, over
+        // every job after the cursor, then take the page.
         let mut unfiltered = q.clone();
         unfiltered.group = None;
+        unfiltered.limit = usize::MAX;
         let jobs = self.disguise_all(self.inner.list(&unfiltered).await?);
-        Ok(jobs.into_iter().filter(|j| q.matches(j)).collect())
+        Ok(jobs
+            .into_iter()
+            .filter(|j| q.matches(j))
+            .take(q.limit)
+            .collect())
     }
     async fn counts(&self, q: &QueueName) -> Result<Counts, StoreError> {
         self.inner.counts(q).await
