@@ -1440,17 +1440,24 @@ BEGIN
         END LOOP;
     END LOOP;
     PERFORM wq_sessions_sync(NULL, NULL, NULL, NULL, v_gq, v_gk, NULL);
-    -- Each queue's counted changes folded into one row per state. Rows
-    -- inserted meanwhile are not in this statement's snapshot: they stay.
     FOR q IN SELECT * FROM queues ORDER BY name LOOP
-        WITH folded AS (
-            DELETE FROM finished_counts WHERE queue = q.name RETURNING state, n
-        )
-        INSERT INTO finished_counts (queue, state, n)
-        SELECT q.name, state, sum(n) FROM folded GROUP BY state HAVING sum(n) <> 0;
+        PERFORM fold_counts(q.name);
     END LOOP;
     RETURN p_limit - v_left;
 END $$;
+
+-- Folds a queue's counted changes into one row per state. Rows inserted
+-- meanwhile are not in this statement's snapshot: they stay. Two folds at
+-- once are safe: the second waits for the first's deleted rows and skips
+-- them. Called by `prune`, and by a count that found many rows.
+CREATE FUNCTION fold_counts(p_queue text) RETURNS void
+LANGUAGE sql AS $$
+    WITH folded AS (
+        DELETE FROM finished_counts WHERE queue = p_queue RETURNING state, n
+    )
+    INSERT INTO finished_counts (queue, state, n)
+    SELECT p_queue, state, sum(n) FROM folded GROUP BY state HAVING sum(n) <> 0
+$$;
 
 -- Raises WQ001 (unknown queue) unless p_queue is declared.
 CREATE FUNCTION wq_known_queue(p_queue text) RETURNS void

@@ -39,6 +39,7 @@ pub struct Sql {
     pub get: SqlStr,
     pub counts: SqlStr,
     pub next_in_line: SqlStr,
+    pub fold_counts: SqlStr,
     pub position: SqlStr,
     pub acquire_lock: SqlStr,
     pub renew_lock: SqlStr,
@@ -106,8 +107,9 @@ impl Sql {
             get: stmt(format!("SELECT * FROM {s}.jobs WHERE id = $1")),
             // Waiting and running jobs from their partial indexes, finished
             // ones from their counted changes (`finished_counts`): the cost
-            // does not grow with what is retained. The first row tells an
-            // unknown queue (no row) from an empty one.
+            // does not grow with what is retained; state -1 is how many
+            // rows of changes there are (see `fold_counts`). The first row
+            // tells an unknown queue (no row) from an empty one.
             counts: stmt(format!(
                 "SELECT NULL::smallint AS state, 0::bigint AS n FROM {s}.queues WHERE name = $1 \
                  UNION ALL SELECT state, count(*) FROM {s}.jobs \
@@ -115,11 +117,14 @@ impl Sql {
                  UNION ALL SELECT 2::smallint, count(*) FROM {s}.jobs \
                    WHERE queue = $1 AND state = 2 \
                  UNION ALL SELECT state, sum(n)::bigint FROM {s}.finished_counts \
-                   WHERE queue = $1 GROUP BY state"
+                   WHERE queue = $1 GROUP BY state \
+                 UNION ALL SELECT -1::smallint, count(*) FROM {s}.finished_counts \
+                   WHERE queue = $1"
             )),
             // Four index probes: the first head in claim order, the first
             // open session's front, and the earliest scheduled heads (with
             // and without a session) that came due unpromoted.
+            fold_counts: stmt(format!("SELECT {s}.fold_counts($1)")),
             next_in_line: stmt(format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE name = $1) AS known, least( \
                    (SELECT run_at FROM {s}.heads \

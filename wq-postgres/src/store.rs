@@ -20,6 +20,11 @@ use crate::list::Listing;
 
 /// The `finished_counts` state that counts every job ever finished.
 const FINISHED_EVER: i16 = 9;
+/// The row of the counts statement that tells how many rows of changes
+/// `finished_counts` holds for the queue.
+const CHANGE_ROWS: i16 = -1;
+/// A count folds the queue's changes when it reads more rows than this.
+const FOLD_ABOVE: u64 = 256;
 
 /// How often an enqueue is tried again after a concurrent enqueue stored
 /// the same id or key first (the next try returns that job), or after the
@@ -553,17 +558,29 @@ impl Admin for PgStore {
         }
         // The queue's marker row has no state; the rest count one state each.
         let mut counts = Counts::default();
+        let mut changes = 0;
         for row in &rows {
             if let Some(code) = row
                 .try_get::<Option<i16>, _>("state")
                 .map_err(error::store)?
             {
                 let n = count(row.try_get("n").map_err(error::store)?);
-                if code == FINISHED_EVER {
-                    counts.finished = n;
-                } else {
-                    *counts.get_mut(codec::state_from(code).map_err(error::store)?) = n;
+                match code {
+                    FINISHED_EVER => counts.finished = n,
+                    CHANGE_ROWS => changes = n,
+                    _ => *counts.get_mut(codec::state_from(code).map_err(error::store)?) = n,
                 }
+            }
+        }
+        // Between two prunes the changes pile up; a count that reads many
+        // folds them, so the next reads a few. Best effort: the count stands.
+        if changes > FOLD_ABOVE {
+            let folded = sqlx::query(self.inner.sql.fold_counts.clone())
+                .bind(queue.as_str())
+                .execute(&self.inner.pool)
+                .await;
+            if let Err(e) = folded {
+                tracing::warn!(error = %e, %queue, "folding the counted changes failed");
             }
         }
         Ok(counts)
