@@ -923,6 +923,23 @@ BEGIN
                     WHEN inp.action = 3 OR (inp.action = 1 AND j.attempt >= j.max_attempts) THEN 4
                     ELSE -1 END::smallint AS fate) f;
 
+    -- An acknowledgement whose job changed while this call waited for its
+    -- lock was judged against the statement's older snapshot, as stale. A
+    -- new statement sees the change: if a copy of this acknowledgement made
+    -- it (the job left running under this token), it answers applied, as
+    -- a repeat. Only when something was judged stale.
+    IF 1 = ANY(v_outcome) THEN
+        SELECT array_agg(CASE WHEN v_outcome[i] = 1 AND o.state <> 2
+                                   AND o.lease_token = p_tokens[i]
+                              THEN 0 ELSE v_outcome[i] END::smallint ORDER BY i),
+               array_agg(CASE WHEN v_outcome[i] = 1 AND o.state <> 2
+                                   AND o.lease_token = p_tokens[i]
+                              THEN -2 ELSE v_fate[i] END::smallint ORDER BY i)
+        INTO v_outcome, v_fate
+        FROM generate_subscripts(p_ids, 1) AS i
+        LEFT JOIN jobs o ON o.id = p_ids[i];
+    END IF;
+
     -- Updates below find their rows by `id = ANY(...)` (index lookups) and
     -- their values by position in the request. Steps with nothing to do are
     -- skipped: starting a statement costs the server more than running a
