@@ -5,7 +5,9 @@
 //! cargo run --release -p wq-bench -- --backend memory --workload all
 //! ```
 
+mod counts;
 mod events;
+mod http;
 mod memory;
 mod postgres;
 mod redis;
@@ -47,6 +49,13 @@ enum Workload {
     /// against the fake bridge (not part of `all`: it runs for `--seconds`
     /// per preset).
     Wa,
+    /// `Client::counts` and `oldest_wait` with `--retained` completed jobs
+    /// kept, against none (not part of `all`).
+    Counts,
+    /// `POST /api/jobs` on an in-process wq-server from `--clients`
+    /// concurrent clients, against `Client::enqueue` called directly (not
+    /// part of `all`).
+    Http,
 }
 
 /// Benchmarks wq's workloads W1-W6.
@@ -84,6 +93,12 @@ struct Args {
     /// Jobs waiting in W5.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: u64,
+    /// Completed jobs retained in `counts`.
+    #[arg(long, default_value_t = 10_000_000)]
+    retained: u64,
+    /// Concurrent callers in `http`.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
 }
 
 async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
@@ -159,6 +174,18 @@ async fn run<F: Factory>(f: &F, args: &Args) -> Result<(), String> {
     }
     if args.workload.contains(&Workload::Wa) {
         whatsapp::wa(f, &p)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if args.workload.contains(&Workload::Counts) {
+        counts::counts(f, args.retained)
+            .await?
+            .iter()
+            .for_each(report::Report::print);
+    }
+    if args.workload.contains(&Workload::Http) {
+        http::http(f, &p, args.clients)
             .await?
             .iter()
             .for_each(report::Report::print);
