@@ -426,8 +426,10 @@ BEGIN
     IF cardinality(v_names) = 0 THEN
         RETURN 0;
     END IF;
+    -- Whatever held the session (its rate, or no due head until the heads
+    -- promoted here), the time its rate asked for has passed.
     UPDATE sessions SET rate_open = true
-    WHERE queue = p_queue AND session = ANY(v_names) AND state = 1 AND next_start <= p_now;
+    WHERE queue = p_queue AND session = ANY(v_names) AND next_start <= p_now AND NOT rate_open;
     IF cardinality(v_heads) > 0 THEN
         WITH due AS (
             UPDATE heads h SET ready = true

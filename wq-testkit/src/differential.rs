@@ -248,7 +248,37 @@ pub fn regressions() -> Vec<(&'static str, Vec<Op>)> {
         batch: 1,
         session: None,
     };
+    let in_session = |queue, group, delay| Op::Enqueue {
+        queue,
+        group,
+        delay,
+        chained: false,
+        priority: 0,
+        key: None,
+        batch: 1,
+        session: Some(1),
+    };
     vec![
+        (
+            "a session whose rate came due while it had no due head starts \
+             the head promoted when it comes due (Postgres opened the rate \
+             only for a session already waiting on it, one claim late)",
+            vec![
+                Op::Limit {
+                    queue: 1,
+                    session: 1,
+                    max_running: None,
+                    spacing: Some(1),
+                },
+                in_session(1, Some(0), 0),
+                enqueue(0, None, 0, 0),
+                Op::Claim { queue: 1, limit: 1 },
+                in_session(1, None, 1),
+                Op::Advance { secs: 1 },
+                enqueue(0, None, 0, 0),
+                Op::Claim { queue: 1, limit: 1 },
+            ],
+        ),
         (
             "a claim hands out its jobs in the order it picked them (Postgres \
              returned them in the order its update met them)",
